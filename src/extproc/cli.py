@@ -22,9 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"extproc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from extproc.local import register as register_local
     from extproc.serve_cli import register as register_serve
     from extproc.sim.cli import register as register_sim
-    from extproc.local import register as register_local
 
     register_serve(sub)
     register_sim(sub)

@@ -1,0 +1,1 @@
+"""Typed views of the Kubernetes-shaped objects the picker consumes."""

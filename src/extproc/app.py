@@ -1,0 +1,174 @@
+"""Composition root of `extproc serve`: builds the object graph and owns every task."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from extproc.config.static import load_static_config
+from extproc.datastore import Datastore
+from extproc.errors import ConfigError
+from extproc.logs import get_logger
+from extproc.metrics import PickerMetrics
+from extproc.scheduling.inflight import InFlight
+from extproc.scheduling.least_inflight import LeastInFlightPicker
+from extproc.server.exchange import Exchange, ExchangeSettings
+from extproc.server.observer import MetricsObserver
+from extproc.server.service import SERVICE_NAME, ExternalProcessor
+
+log = get_logger(__name__)
+
+DEFAULT_GRPC_PORT = 9002
+DEFAULT_HEALTH_PORT = 9003
+DEFAULT_METRICS_PORT = 9090
+DEFAULT_DRAIN_SECONDS = 30.0
+MAX_GRPC_MESSAGE_BYTES = 64 * 1024 * 1024
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeConfig:
+    host: str = "0.0.0.0"
+    grpc_port: int = DEFAULT_GRPC_PORT
+    grpc_health_port: int = DEFAULT_HEALTH_PORT
+    metrics_port: int = DEFAULT_METRICS_PORT
+    static_config: Path | None = None
+    exchange: ExchangeSettings = field(default_factory=ExchangeSettings)
+    fallbacks: int = 0
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    seed: int | None = None
+
+
+def _grpc_options() -> list[tuple[str, int]]:
+    return [
+        # grpcio binds with SO_REUSEPORT by default: a stale server would silently share the port.
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
+    ]
+
+
+class PickerApp:
+    """The running picker. `run()` serves until `stop` is set, then drains and exits."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        rng = random.Random(config.seed)
+        self.datastore = Datastore(rng)
+        self.metrics = PickerMetrics()
+        self.inflight = InFlight()
+        self.picker = LeastInFlightPicker(
+            self.datastore.endpoints, self.inflight, rng, fallbacks=config.fallbacks
+        )
+        self.processor = ExternalProcessor(self._new_exchange)
+        self.health = HealthServicer()
+        self.ports: dict[str, int] = {}
+
+    def _new_exchange(self) -> Exchange:
+        return Exchange(
+            self.datastore, self.picker, self.inflight,
+            MetricsObserver(self.metrics), self.config.exchange,
+        )  # fmt: skip
+
+    def load(self) -> None:
+        """Load the configured sources into the datastore (raises ConfigError)."""
+        if self.config.static_config is None:
+            raise ConfigError("no configuration source: pass --config FILE")
+        static = load_static_config(self.config.static_config)
+        self.datastore.set_pool(static.pool)
+        self.datastore.replace_models(static.models)
+        self.datastore.set_endpoints(static.endpoints)
+        pool = static.pool.name
+        self.metrics.pool_ready_pods.labels(pool).set(len(static.endpoints))
+        self.datastore.on_endpoints_changed(
+            lambda eps: self.metrics.pool_ready_pods.labels(pool).set(len(eps))
+        )
+        log.info(
+            "config_loaded", file=str(self.config.static_config), pool=pool,
+            models=len(static.models), endpoints=len(static.endpoints),
+        )  # fmt: skip
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.config
+        server = grpc.aio.server(options=_grpc_options())
+        server.add_generic_rpc_handlers((self.processor.handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        self.ports["grpc"] = server.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+
+        health_server = grpc.aio.server(options=_grpc_options())
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
+        self.ports["health"] = health_server.add_insecure_port(f"{cfg.host}:{cfg.grpc_health_port}")
+
+        metrics_runner = web.AppRunner(self._metrics_app(), access_log=None)
+        await metrics_runner.setup()
+        site = web.TCPSite(metrics_runner, cfg.host, cfg.metrics_port)
+        await site.start()
+        self.ports["metrics"] = _bound_port(site)
+
+        await server.start()
+        await health_server.start()
+        for service in ("liveness", "readiness", SERVICE_NAME, ""):
+            await self.health.set(service, _SERVING)
+        log.info("serving", host=cfg.host, **self.ports)
+        print(
+            "extproc serving "
+            + " ".join(f"{name}={cfg.host}:{port}" for name, port in self.ports.items()),
+            flush=True,
+        )
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting_down", open_streams=self.processor.open_streams)
+            for service in ("readiness", SERVICE_NAME, ""):
+                await self.health.set(service, _NOT_SERVING)
+            # New streams are refused at once; open ones get the drain deadline, then cancel.
+            await server.stop(cfg.drain_seconds)
+            await health_server.stop(0)
+            await metrics_runner.cleanup()
+            log.info("stopped")
+
+    def _metrics_app(self) -> web.Application:
+        async def metrics(_: web.Request) -> web.Response:
+            body = generate_latest(self.metrics.registry)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        return app
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp exposes no public accessor for the bound socket
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else 0
+
+
+def serve(config: ServeConfig) -> int:
+    """Run the picker until SIGINT/SIGTERM; return the process exit code."""
+    app = PickerApp(config)
+    try:
+        app.load()
+    except ConfigError as exc:
+        print(f"extproc: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await app.run(stop)
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,80 @@
+"""The picker's Prometheus metrics, with the reference EPP's names, on a registry we own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15,
+    20, 30, 45, 60, 120, 180, 240, 300, 360, 480, 600, 900, 1200, 1800, 2700, 3600,
+)  # fmt: skip
+_SIZE_BUCKETS = tuple(float(2**i) for i in range(6, 31, 2))
+_TOKEN_BUCKETS = tuple(float(2**i) for i in range(17))
+_SCHEDULER_BUCKETS = (
+    0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+)  # fmt: skip
+_MODEL_LABELS = ("model_name", "target_model_name")
+
+
+class PickerMetrics:
+    """All series the picker exports. One instance per process, built by the composition root."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.request_total = Counter(
+            "inference_model_request", "Requests routed, per model and target model.",
+            _MODEL_LABELS, registry=r,
+        )  # fmt: skip
+        self.request_error_total = Counter(
+            "inference_model_request_error", "Requests answered with an error by the picker.",
+            (*_MODEL_LABELS, "error_code"), registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "inference_model_request_duration_seconds",
+            "Time from request headers to the end of the response, as seen by the picker.",
+            _MODEL_LABELS, buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.request_sizes = Histogram(
+            "inference_model_request_sizes", "Request body size in bytes.",
+            _MODEL_LABELS, buckets=_SIZE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.response_sizes = Histogram(
+            "inference_model_response_sizes", "Response body size in bytes.",
+            _MODEL_LABELS, buckets=_SIZE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.input_tokens = Histogram(
+            "inference_model_input_tokens", "Prompt tokens reported in the response usage.",
+            _MODEL_LABELS, buckets=_TOKEN_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.output_tokens = Histogram(
+            "inference_model_output_tokens", "Completion tokens reported in the response usage.",
+            _MODEL_LABELS, buckets=_TOKEN_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.running_requests = Gauge(
+            "inference_model_running_requests", "Requests in flight through the picker.",
+            ("model_name",), registry=r,
+        )  # fmt: skip
+        self.pool_average_kv_cache = Gauge(
+            "inference_pool_average_kv_cache_utilization",
+            "Mean KV-cache utilisation (0-1) over the pool's endpoints with fresh metrics.",
+            ("name",), registry=r,
+        )  # fmt: skip
+        self.pool_average_queue = Gauge(
+            "inference_pool_average_queue_size",
+            "Mean waiting-queue length over the pool's endpoints with fresh metrics.",
+            ("name",), registry=r,
+        )  # fmt: skip
+        self.pool_ready_pods = Gauge(
+            "inference_pool_ready_pods", "Ready endpoints in the pool.", ("name",), registry=r,
+        )  # fmt: skip
+        self.scheduler_e2e = Histogram(
+            "inference_extension_scheduler_e2e_duration_seconds",
+            "Duration of one scheduling cycle.", buckets=_SCHEDULER_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.plugin_duration = Histogram(
+            "inference_extension_plugin_duration_seconds",
+            "Duration of one scheduling plugin call.",
+            ("extension_point", "plugin_type", "plugin_name"),
+            buckets=_SCHEDULER_BUCKETS, registry=r,
+        )  # fmt: skip

@@ -1,0 +1,1 @@
+"""Choosing an endpoint for a request."""

@@ -1,0 +1,42 @@
+"""The request and result types of a scheduling cycle, and the picker interface."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from extproc.api.v1alpha2 import Criticality
+from extproc.endpoints import Endpoint
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LLMRequest:
+    """What scheduling may look at: never wire state, never the raw body bytes."""
+
+    request_id: str
+    model: str
+    target_model: str
+    criticality: Criticality = "Standard"
+    # The decoded JSON body (for prompt-aware plugins); empty for header-only requests.
+    body: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # IPs the proxy allows (Envoy's subset hint); None means no restriction.
+    subset: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PickResult:
+    """The chosen endpoint first, then ordered fallbacks."""
+
+    endpoints: tuple[Endpoint, ...]
+
+    @property
+    def primary(self) -> Endpoint:
+        return self.endpoints[0]
+
+
+class EndpointPicker(Protocol):
+    """Pick endpoints for a request; raise NoEndpoint or PoolSaturated when it cannot."""
+
+    def pick(self, request: LLMRequest) -> PickResult: ...

@@ -1,0 +1,117 @@
+"""`extproc serve`: flags of the picker process, mapped onto ServeConfig."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from extproc import logs
+from extproc.app import (
+    DEFAULT_DRAIN_SECONDS,
+    DEFAULT_GRPC_PORT,
+    DEFAULT_HEALTH_PORT,
+    DEFAULT_METRICS_PORT,
+    ServeConfig,
+    serve,
+)
+from extproc.server.exchange import (
+    BUFFERED,
+    DEFAULT_MAX_BODY_BYTES,
+    FULL_DUPLEX,
+    ExchangeSettings,
+)
+
+BODY_MODES = {"buffered": BUFFERED, "full-duplex-streamed": FULL_DUPLEX}
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "serve", help="run the ext_proc endpoint picker",
+        description="Serve Envoy's ext_proc stream and pick an endpoint for every request.",
+    )  # fmt: skip
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="static multi-document YAML: InferencePool, InferenceModels, StaticEndpoints",
+    )
+    p.add_argument("--host", default="0.0.0.0", help="bind address (default: %(default)s)")
+    p.add_argument(
+        "--grpc-port",
+        type=_port,
+        default=DEFAULT_GRPC_PORT,
+        help="ext_proc gRPC port, 0 picks a free one (default: %(default)s)",
+    )
+    p.add_argument(
+        "--grpc-health-port",
+        type=_port,
+        default=DEFAULT_HEALTH_PORT,
+        help="gRPC health port (default: %(default)s)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=DEFAULT_METRICS_PORT,
+        help="Prometheus metrics port (default: %(default)s)",
+    )
+    p.add_argument(
+        "--model-passthrough",
+        action="store_true",
+        help="route models without an InferenceModel unchanged instead of 404",
+    )
+    p.add_argument(
+        "--default-body-mode",
+        choices=sorted(BODY_MODES),
+        default="buffered",
+        help="request body mode assumed when Envoy does not announce one",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="largest request body buffered in full-duplex mode (default: %(default)s)",
+    )
+    p.add_argument(
+        "--fallbacks",
+        type=int,
+        default=0,
+        help="ordered fallback endpoints returned after the primary (default: 0)",
+    )
+    p.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=DEFAULT_DRAIN_SECONDS,
+        help="on shutdown, how long open streams may finish (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed for random tie-breaks")
+    p.add_argument("-v", "--verbose", type=int, nargs="?", const=1, default=0,
+                   help="log verbosity: 0 info, 1+ debug")  # fmt: skip
+    p.set_defaults(handler=_run)
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number")
+    return value
+
+
+def _run(args: argparse.Namespace) -> int:
+    logs.configure(args.verbose)
+    config = ServeConfig(
+        host=args.host,
+        grpc_port=args.grpc_port,
+        grpc_health_port=args.grpc_health_port,
+        metrics_port=args.metrics_port,
+        static_config=args.config,
+        exchange=ExchangeSettings(
+            model_passthrough=args.model_passthrough,
+            default_body_mode=BODY_MODES[args.default_body_mode],
+            max_body_bytes=args.max_body_bytes,
+        ),
+        fallbacks=args.fallbacks,
+        drain_seconds=args.drain_seconds,
+        seed=args.seed,
+    )
+    return serve(config)

@@ -1,0 +1,50 @@
+"""The ExternalProcessor gRPC service: moves messages between Envoy and an Exchange."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from extproc._proto.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from extproc.server.exchange import Exchange
+
+SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
+
+
+class ExternalProcessor:
+    """One Exchange per stream; counts open streams so shutdown can drain them."""
+
+    def __init__(self, new_exchange: Callable[[], Exchange]) -> None:
+        self._new_exchange = new_exchange
+        self.open_streams = 0
+
+    async def process(
+        self,
+        requests: AsyncIterator[pb.ProcessingRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[bytes]:
+        exchange = self._new_exchange()
+        self.open_streams += 1
+        try:
+            async for message in requests:
+                for reply in exchange.handle(message):
+                    yield reply.SerializeToString()
+        finally:
+            exchange.close()
+            self.open_streams -= 1
+
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        # Replies are serialised in `process` (constant ones could be cached as bytes), so the
+        # response serializer is the identity.
+        method = grpc.stream_stream_rpc_method_handler(
+            self.process,
+            request_deserializer=pb.ProcessingRequest.FromString,
+            response_serializer=_identity,
+        )
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, {"Process": method})
+
+
+def _identity(data: bytes) -> bytes:
+    return data

@@ -1,0 +1,1 @@
+"""Running the whole stack as real processes: simulated pods, the picker and Envoy."""
