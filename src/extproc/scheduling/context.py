@@ -1,0 +1,56 @@
+"""The per-cycle view plugins read: candidate endpoints with their snapshot and in-flight count."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from extproc.endpoints import Endpoint
+from extproc.scheduling.types import LLMRequest
+from extproc.scraper.snapshot import EndpointMetrics
+
+
+@dataclass(slots=True, kw_only=True)
+class SchedulingContext:
+    """Parallel lists: `addresses[i]`, `metrics[i]` and `inflight[i]` describe `endpoints[i]`.
+
+    `state` is scratch space shared by the plugins of one cycle (e.g. the prompt's block
+    hashes, computed once by the prefix scorer and reused after the pick).
+    """
+
+    request: LLMRequest
+    endpoints: list[Endpoint]
+    # `endpoints[i].address`, computed once per pool change (the property formats a string).
+    addresses: list[str]
+    metrics: list[EndpointMetrics]
+    inflight: list[int]
+    state: dict[str, object] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.endpoints)
+
+    def select(self, indices: Sequence[int]) -> SchedulingContext:
+        """A narrower context over `indices` (same request and state)."""
+        return SchedulingContext(
+            request=self.request,
+            endpoints=[self.endpoints[i] for i in indices],
+            addresses=[self.addresses[i] for i in indices],
+            metrics=[self.metrics[i] for i in indices],
+            inflight=[self.inflight[i] for i in indices],
+            state=self.state,
+        )
+
+
+class PluginHandle:
+    """What a plugin factory may use: the shared rng and plugins declared before it."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self._plugins: dict[str, object] = {}
+
+    def plugin(self, name: str) -> object | None:
+        return self._plugins.get(name)
+
+    def add(self, name: str, plugin: object) -> None:
+        self._plugins[name] = plugin

@@ -1,0 +1,89 @@
+"""A scheduling profile: filters, then weighted scorers (clamped), then a picker; each timed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from operator import add, mul
+from time import perf_counter
+
+from extproc.endpoints import Endpoint
+from extproc.logs import get_logger
+from extproc.metrics import PickerMetrics
+from extproc.scheduling.context import SchedulingContext
+from extproc.scheduling.normalize import clamp_unit
+from extproc.scheduling.plugin import Filter, Picker, Plugin, Scorer
+
+log = get_logger(__name__)
+
+Observe = Callable[[float], None]
+
+
+def _ignore(_: float) -> None:
+    return None
+
+
+def plugin_timer(metrics: PickerMetrics | None, extension_point: str, plugin: Plugin) -> Observe:
+    """The bound `observe` of the plugin's duration histogram child (resolved once)."""
+    if metrics is None:
+        return _ignore
+    child = metrics.plugin_duration.labels(extension_point, plugin.plugin_type, plugin.name)
+    return child.observe
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedScorer:
+    scorer: Scorer
+    weight: float
+
+
+class SchedulingProfile:
+    """Runs one profile over a context and returns the ranked endpoints."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        filters: Sequence[Filter],
+        scorers: Sequence[WeightedScorer],
+        picker: Picker,
+        metrics: PickerMetrics | None = None,
+    ) -> None:
+        self.name = name
+        self.filters = tuple(filters)
+        self.scorers = tuple(scorers)
+        self.picker = picker
+        self._filters = [(f, plugin_timer(metrics, "Filter", f)) for f in self.filters]
+        self._scorers = [
+            (s.scorer, s.weight, plugin_timer(metrics, "Scorer", s.scorer))
+            for s in self.scorers
+            if s.weight != 0
+        ]
+        self._picker_timer = plugin_timer(metrics, "Picker", picker)
+
+    def run(self, ctx: SchedulingContext, count: int) -> list[Endpoint]:
+        """Up to `count` endpoints of `ctx`, best first. Filters may raise PickerErrors."""
+        for plugin, observe in self._filters:
+            started = perf_counter()
+            kept = plugin.filter(ctx)
+            observe(perf_counter() - started)
+            # A filter that empties the set passes its input on.
+            if kept and len(kept) != len(ctx):
+                ctx = ctx.select(kept)
+        n = len(ctx)
+        totals = [0.0] * n
+        for scorer, weight, observe in self._scorers:
+            started = perf_counter()
+            scores = scorer.score(ctx)
+            observe(perf_counter() - started)
+            if len(scores) != n:
+                log.error("scorer_length_mismatch", scorer=scorer.name, got=len(scores), want=n)
+                continue
+            scores = clamp_unit(scores)
+            totals = list(map(add, totals, map(mul, repeat(weight), scores)))
+        started = perf_counter()
+        ranked = self.picker.pick(ctx, totals, count)
+        self._picker_timer(perf_counter() - started)
+        endpoints = ctx.endpoints
+        return [endpoints[i] for i in ranked]

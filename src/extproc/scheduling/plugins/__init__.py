@@ -1,0 +1,1 @@
+"""Built-in scheduling plugins, one per module; registered in `extproc.scheduling.registry`."""

@@ -1,0 +1,40 @@
+"""lora-affinity-scorer: prefer endpoints where the requested adapter is (or can be) loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from extproc.config.strict import Fields
+from extproc.scheduling.context import PluginHandle, SchedulingContext
+from extproc.scheduling.plugin import Scorer
+
+ACTIVE, FREE_SLOT, WAITING, NONE = 1.0, 0.8, 0.6, 0.0
+
+
+class LoRAAffinityScorer(Scorer):
+    """Score the request's target model ``t`` against each endpoint's LoRA state.
+
+    1.0 when ``t`` is in `running_loras`; 0.8 when a slot is free
+    (``len(running_loras) < max_lora``); 0.6 when ``t`` is in `waiting_loras`; else 0.
+    Inputs: the scraped `vllm:lora_requests_info`. No parameters.
+    """
+
+    plugin_type = "lora-affinity-scorer"
+
+    def score(self, ctx: SchedulingContext) -> Sequence[float]:
+        target = ctx.request.target_model
+        out: list[float] = []
+        for m in ctx.metrics:
+            if target in m.running_loras:
+                out.append(ACTIVE)
+            elif len(m.running_loras) < m.max_lora:
+                out.append(FREE_SLOT)
+            elif target in m.waiting_loras:
+                out.append(WAITING)
+            else:
+                out.append(NONE)
+        return out
+
+
+def factory(name: str, params: Fields, handle: PluginHandle) -> LoRAAffinityScorer:
+    return LoRAAffinityScorer(name)

@@ -1,0 +1,93 @@
+"""prefix-cache-scorer: prefer endpoints likely to hold the prompt's prefix in their KV cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from extproc.config.strict import Fields
+from extproc.endpoints import Endpoint
+from extproc.scheduling.context import PluginHandle, SchedulingContext
+from extproc.scheduling.plugin import PostPick, Scorer
+from extproc.scheduling.prefix_index import PrefixIndex, block_hashes, prompt_text
+from extproc.scheduling.types import LLMRequest
+from extproc.scraper.snapshot import EndpointMetrics
+
+DEFAULT_BLOCK_CHARS = 64
+DEFAULT_MAX_BLOCKS = 256
+DEFAULT_LRU_CAPACITY = 31250
+DEFAULT_CHARS_PER_TOKEN = 4
+_STATE_KEY = "prefix-cache-scorer.hashes"
+
+
+class PrefixCacheScorer(Scorer, PostPick):
+    """Score ``matched_blocks / total_blocks`` (0 when the prompt has no complete block).
+
+    Inputs: the prompt text (chat messages concatenated, or `prompt`), cut into blocks of
+    `hashBlockSize` characters and hash-chained from the target model name; an approximate
+    index of the blocks routed to each endpoint, updated after every pick (post-pick).
+
+    Parameters: `hashBlockSize` (characters, 64), `maxPrefixBlocksToMatch` (256),
+    `lruCapacityPerServer` (blocks, 31250; used when the endpoint exports no
+    `cache_config_info`, else ``num_gpu_blocks x block_size x charsPerToken / hashBlockSize``),
+    `charsPerToken` (4).
+    """
+
+    plugin_type = "prefix-cache-scorer"
+
+    def __init__(
+        self, name: str, *, block_chars: int, max_blocks: int, capacity: int, chars_per_token: int
+    ) -> None:
+        super().__init__(name)
+        self.block_chars = block_chars
+        self.max_blocks = max_blocks
+        self.capacity = capacity
+        self.chars_per_token = chars_per_token
+        self.index = PrefixIndex()
+
+    def hashes(self, request: LLMRequest, state: dict[str, object]) -> list[int]:
+        """The request's block hashes, computed once per cycle and kept in `state`."""
+        cached = state.get(_STATE_KEY)
+        if isinstance(cached, list):
+            return cached
+        text = prompt_text(request.body)
+        hashes = block_hashes(request.target_model, text, self.block_chars, self.max_blocks)
+        state[_STATE_KEY] = hashes
+        return hashes
+
+    def score(self, ctx: SchedulingContext) -> Sequence[float]:
+        hashes = self.hashes(ctx.request, ctx.state)
+        if not hashes:
+            return [0.0] * len(ctx)
+        matched = self.index.match(hashes)
+        if not matched:
+            return [0.0] * len(ctx)
+        scale = 1.0 / len(hashes)
+        get = matched.get
+        return [get(a, 0) * scale for a in ctx.addresses]
+
+    def post_pick(
+        self,
+        request: LLMRequest,
+        state: dict[str, object],
+        endpoint: Endpoint,
+        metrics: EndpointMetrics | None,
+    ) -> None:
+        hashes = self.hashes(request, state)
+        if hashes:
+            self.index.add(endpoint.address, hashes, self._capacity(metrics))
+
+    def _capacity(self, metrics: EndpointMetrics | None) -> int:
+        if metrics is not None and metrics.num_gpu_blocks and metrics.block_size:
+            chars = metrics.num_gpu_blocks * metrics.block_size * self.chars_per_token
+            return max(1, chars // self.block_chars)
+        return self.capacity
+
+
+def factory(name: str, params: Fields, handle: PluginHandle) -> PrefixCacheScorer:
+    return PrefixCacheScorer(
+        name,
+        block_chars=params.integer("hashBlockSize", DEFAULT_BLOCK_CHARS, lo=1),
+        max_blocks=params.integer("maxPrefixBlocksToMatch", DEFAULT_MAX_BLOCKS, lo=1),
+        capacity=params.integer("lruCapacityPerServer", DEFAULT_LRU_CAPACITY, lo=1),
+        chars_per_token=params.integer("charsPerToken", DEFAULT_CHARS_PER_TOKEN, lo=1),
+    )

@@ -1,0 +1,115 @@
+"""An approximate index of which endpoint has which prompt prefix cached.
+
+The prompt text is cut into blocks of N characters; block i's hash chains the hash of block
+i-1 (seeded by the target model), so one hash stands for the whole prefix up to it. Each
+endpoint keeps an LRU of the block hashes routed to it; a reverse map finds the endpoints
+holding a hash. Hashes use Python's `hash`, which is per-process: the index is in-memory only.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def prompt_text(body: Mapping[str, Any]) -> str:
+    """The prompt as one string: chat messages concatenated (role and text), or `prompt`."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        parts: list[str] = []
+        for message in messages:
+            if not isinstance(message, Mapping):
+                continue
+            parts.append(str(message.get("role", "")))
+            parts.append(":")
+            content = message.get("content")
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts.extend(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+            parts.append("\n")
+        return "".join(parts)
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list):
+        return "".join(p for p in prompt if isinstance(p, str))
+    return ""
+
+
+def block_hashes(model: str, text: str, block_chars: int, max_blocks: int) -> list[int]:
+    """Chained hashes of the complete `block_chars`-character blocks of `text` (at most
+    `max_blocks`)."""
+    n = min(len(text) // block_chars, max_blocks)
+    chunks = [text[i : i + block_chars] for i in range(0, n * block_chars, block_chars)]
+    out: list[int] = []
+    append = out.append
+    h = hash(model)
+    for chunk in chunks:
+        h = hash((h, chunk))
+        append(h)
+    return out
+
+
+class PrefixIndex:
+    """Per-endpoint LRUs of block hashes plus the reverse map hash → endpoints."""
+
+    __slots__ = ("_holders", "_lrus")
+
+    def __init__(self) -> None:
+        self._lrus: dict[str, OrderedDict[int, None]] = {}
+        self._holders: dict[int, set[str]] = {}
+
+    def match(self, hashes: list[int]) -> dict[str, int]:
+        """Matched blocks per endpoint: the depth of the deepest chained hash it holds.
+
+        Scans from the deepest block up; a level whose holder count equals the endpoints
+        already matched is skipped (holder sets are nested under in-order insertion), which
+        keeps the cost near O(blocks) for shared prefixes.
+        """
+        matched: dict[str, int] = {}
+        holders = self._holders
+        for depth in range(len(hashes), 0, -1):
+            servers = holders.get(hashes[depth - 1])
+            if not servers or len(servers) == len(matched):
+                continue
+            for server in servers.difference(matched):
+                matched[server] = depth
+        return matched
+
+    def add(self, address: str, hashes: Iterable[int], capacity: int) -> None:
+        """Record that `address` now caches these blocks; evict its least recently used."""
+        lru = self._lrus.get(address)
+        if lru is None:
+            lru = self._lrus[address] = OrderedDict()
+        holders = self._holders
+        for h in hashes:
+            if h in lru:
+                lru.move_to_end(h)
+                continue
+            lru[h] = None
+            servers = holders.get(h)
+            if servers is None:
+                holders[h] = {address}
+            else:
+                servers.add(address)
+        while len(lru) > capacity:
+            old, _ = lru.popitem(last=False)
+            servers = holders.get(old)
+            if servers is not None:
+                servers.discard(address)
+                if not servers:
+                    del holders[old]
+
+    def forget(self, address: str) -> None:
+        """Drop an endpoint (e.g. removed from the pool)."""
+        for h in self._lrus.pop(address, ()):
+            servers = self._holders.get(h)
+            if servers is not None:
+                servers.discard(address)
+                if not servers:
+                    del self._holders[h]
+
+    def size(self, address: str) -> int:
+        return len(self._lrus.get(address, ()))

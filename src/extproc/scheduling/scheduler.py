@@ -1,0 +1,136 @@
+"""The Scheduler: admission, fresh-metrics candidates, one profile run, fallbacks, post-pick."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from time import perf_counter
+
+from extproc.endpoints import Endpoint
+from extproc.errors import PoolSaturated
+from extproc.logs import get_logger
+from extproc.metrics import PickerMetrics
+from extproc.scheduling.candidates import candidates
+from extproc.scheduling.context import SchedulingContext
+from extproc.scheduling.framework import SchedulingProfile, plugin_timer
+from extproc.scheduling.inflight import InFlight
+from extproc.scheduling.plugin import Plugin, PostPick
+from extproc.scheduling.saturation import SaturationDetector
+from extproc.scheduling.types import LLMRequest, PickResult
+from extproc.scraper.snapshot import EndpointMetrics, MetricsStore
+
+log = get_logger(__name__)
+
+
+class Scheduler:
+    """Implements `EndpointPicker` with a scheduling profile over fresh metrics snapshots.
+
+    - Candidates are the pool's endpoints narrowed by the request's subset hint.
+    - Non-Critical requests raise PoolSaturated (429) when the detector says saturated;
+      Critical requests are never shed.
+    - Only endpoints with fresh snapshots enter the profile. When none is fresh the pick falls
+      back to the fewest in-flight requests (random tie-break) among all candidates.
+    - The result holds the primary then up to `fallbacks` more endpoints, ranked by the picker
+      and topped up from the other fresh candidates (fewest in flight first); never stale ones
+      while fresh ones exist.
+    - Post-pick hooks see the primary. The caller increments InFlight (not done here).
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoints: Callable[[], tuple[Endpoint, ...]],
+        store: MetricsStore,
+        inflight: InFlight,
+        profile: SchedulingProfile,
+        saturation: SaturationDetector,
+        rng: random.Random,
+        post_pick: Sequence[PostPick] = (),
+        metrics: PickerMetrics | None = None,
+        fallbacks: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._endpoints = endpoints
+        self._store = store
+        self._inflight = inflight
+        self.profile = profile
+        self.saturation = saturation
+        self._rng = rng
+        self._count = 1 + max(0, fallbacks)
+        self._clock = clock
+        self._cached_for: tuple[Endpoint, ...] | None = None
+        self._cached_addresses: list[str] = []
+        self._e2e = metrics.scheduler_e2e.observe if metrics is not None else None
+        self._post_pick = [
+            (hook, plugin_timer(metrics, "PostPick", hook) if isinstance(hook, Plugin) else None)
+            for hook in post_pick
+        ]
+
+    def pick(self, request: LLMRequest) -> PickResult:
+        started = perf_counter()
+        try:
+            return self._pick(request)
+        finally:
+            if self._e2e is not None:
+                self._e2e(perf_counter() - started)
+
+    def _pool(self, request: LLMRequest) -> tuple[list[Endpoint], list[str]]:
+        """Candidates and their addresses; addresses are cached per endpoints tuple."""
+        endpoints = self._endpoints()
+        if endpoints is not self._cached_for:
+            self._cached_for = endpoints
+            self._cached_addresses = [e.address for e in endpoints]
+        if request.subset is None and endpoints:
+            return list(endpoints), self._cached_addresses
+        pool = candidates(endpoints, request.subset)
+        return pool, [e.address for e in pool]
+
+    def _pick(self, request: LLMRequest) -> PickResult:
+        pool, addresses = self._pool(request)
+        snapshots = self._store.fresh_many(addresses, self._clock())
+        fresh_eps: list[Endpoint] = []
+        fresh_addresses: list[str] = []
+        fresh_metrics: list[EndpointMetrics] = []
+        for endpoint, address, snapshot in zip(pool, addresses, snapshots, strict=True):
+            if snapshot is not None:
+                fresh_eps.append(endpoint)
+                fresh_addresses.append(address)
+                fresh_metrics.append(snapshot)
+        if request.criticality != "Critical" and self.saturation.is_saturated(fresh_metrics):
+            raise PoolSaturated("every endpoint is over the saturation thresholds")
+        state: dict[str, object] = {}
+        if fresh_eps:
+            get = self._inflight.get
+            ctx = SchedulingContext(
+                request=request,
+                endpoints=fresh_eps,
+                addresses=fresh_addresses,
+                metrics=fresh_metrics,
+                inflight=list(map(get, fresh_addresses)),
+                state=state,
+            )
+            chosen = self.profile.run(ctx, self._count)
+            if len(chosen) < self._count and len(fresh_eps) > len(chosen):
+                chosen += self._least_inflight(fresh_eps, chosen, self._count - len(chosen))
+        else:
+            log.debug("schedule_without_metrics", request_id=request.request_id)
+            chosen = self._least_inflight(pool, [], self._count)
+        primary = chosen[0]
+        if self._post_pick:
+            snapshot = self._store.get(primary.address)
+            for hook, observe in self._post_pick:
+                hook_started = perf_counter()
+                hook.post_pick(request, state, primary, snapshot)
+                if observe is not None:
+                    observe(perf_counter() - hook_started)
+        return PickResult(tuple(chosen))
+
+    def _least_inflight(
+        self, pool: Sequence[Endpoint], taken: Sequence[Endpoint], count: int
+    ) -> list[Endpoint]:
+        rest = [e for e in pool if e not in taken]
+        self._rng.shuffle(rest)  # the stable sort then breaks ties at random
+        get = self._inflight.get
+        rest.sort(key=lambda e: get(e.address))
+        return rest[:count]

@@ -1,0 +1,1 @@
+"""Metrics scraping: one loop per endpoint writes immutable snapshots the scheduler only reads."""

@@ -1,0 +1,50 @@
+"""Fetching a /metrics page: the transport interface and its aiohttp implementation."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import aiohttp
+
+# Loopback and cluster networks are fast; compression would only cost CPU on both sides.
+_HEADERS = {"Accept-Encoding": "identity", "Accept": "text/plain"}
+
+
+class FetchError(Exception):
+    """A scrape did not return a 200 page (status, connection or timeout failure)."""
+
+
+class Fetcher(Protocol):
+    """Fetch one URL's body; raise FetchError (or any exception) when that fails."""
+
+    async def fetch(self, url: str) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+class AiohttpFetcher:
+    """One shared `aiohttp.ClientSession` with keep-alive connections and a per-call timeout."""
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, headers=_HEADERS,
+                skip_auto_headers=("User-Agent",),
+            )  # fmt: skip
+        return self._session
+
+    async def fetch(self, url: str) -> bytes:
+        async with self._open().get(url) as response:
+            if response.status != 200:
+                raise FetchError(f"HTTP {response.status}")
+            return await response.read()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,159 @@
+"""A targeted Prometheus text parser: reads only the wanted families, never the whole page.
+
+A vLLM page is tens of kilobytes, mostly histograms nobody here reads. Instead of tokenising every
+line, each wanted family is located with ``str.find`` on ``"\\n" + name`` (a C-speed scan) and only
+those sample lines are parsed. Comments, ``_created`` series, other families and malformed lines
+are skipped without raising; ``NaN`` samples are ignored; ``+Inf``/``-Inf`` parse as floats.
+"""
+
+from __future__ import annotations
+
+import math
+
+from extproc.scraper.engines import MetricNames
+from extproc.scraper.snapshot import EndpointMetrics
+
+Sample = tuple[str, float]  # (raw text after the family name up to the value, value)
+
+
+class ParseError(ValueError):
+    """The page holds none of the families that describe load (waiting, running, KV use)."""
+
+
+def _samples(text: str, name: str) -> list[Sample]:
+    """(rest-of-line, value) for every sample line of exactly family `name`."""
+    out: list[Sample] = []
+    size = len(name)
+    needle = "\n" + name
+    if text.startswith(name):
+        start = 0
+    else:
+        start = text.find(needle) + 1
+        if start == 0:
+            return out
+    while True:
+        end = text.find("\n", start)
+        if end < 0:
+            end = len(text)
+        rest = text[start + size : end]
+        head = rest[:1]
+        # The byte after the name separates `name{` / `name 1` from `name_created` and friends.
+        if head in {"{", " ", "\t"}:
+            closing = rest.rfind("}") if head == "{" else 0
+            fields = rest[closing + 1 :].split() if closing >= 0 else ()
+            if fields:
+                try:
+                    value = float(fields[0])
+                except ValueError:
+                    value = math.nan
+                if math.isfinite(value):  # NaN and infinities are not usable samples
+                    out.append((rest, value))
+        start = text.find(needle, end) + 1
+        if start == 0:
+            break
+    return out
+
+
+def _first(text: str, names: tuple[str, ...]) -> list[Sample]:
+    for name in names:
+        found = _samples(text, name)
+        if found:
+            return found
+    return []
+
+
+def parse_labels(rest: str) -> dict[str, str] | None:
+    """Labels of ``{a="x",b="y\\"z"}``; None when malformed. Handles \\\\, \\" and \\n escapes."""
+    if not rest.startswith("{"):
+        return {}
+    labels: dict[str, str] = {}
+    i, n = 1, len(rest)
+    while i < n:
+        while i < n and rest[i] in " ,\t":
+            i += 1
+        if i < n and rest[i] == "}":
+            return labels
+        eq = rest.find("=", i)
+        if eq < 0:
+            return None
+        key = rest[i:eq].strip()
+        i = eq + 1
+        while i < n and rest[i] == " ":
+            i += 1
+        if i >= n or rest[i] != '"':
+            return None
+        i += 1
+        buf: list[str] = []
+        while i < n:
+            c = rest[i]
+            if c == "\\" and i + 1 < n:
+                nxt = rest[i + 1]
+                buf.append("\n" if nxt == "n" else nxt)
+                i += 2
+            elif c == '"':
+                break
+            else:
+                buf.append(c)
+                i += 1
+        else:
+            return None
+        labels[key] = "".join(buf)
+        i += 1
+    return None
+
+
+def _split_list(value: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+def _int(value: str | None) -> int:
+    try:
+        return max(0, int(float(value))) if value else 0
+    except ValueError:
+        return 0
+
+
+def parse_metrics(text: str, names: MetricNames, updated_at: float) -> EndpointMetrics:
+    """Build a snapshot from one exposition page; raise ParseError if it describes no load.
+
+    Queue lengths are summed over all series (data-parallel `engine`s, models); KV use is the
+    mean over series. Of the LoRA info series, the one with the largest value (vLLM writes the
+    wall-clock time of the last change) wins. Families missing from the page read as zero.
+    """
+    waiting = _first(text, names.waiting)
+    running = _first(text, names.running)
+    kv = _first(text, names.kv_usage)
+    if not (waiting or running or kv):
+        raise ParseError("no load metrics (waiting, running, KV use) on the page")
+    running_loras: frozenset[str] = frozenset()
+    waiting_loras: frozenset[str] = frozenset()
+    max_lora = 0
+    lora = _first(text, names.lora_info)
+    if lora:
+        for rest, _ in sorted(lora, key=lambda s: s[1], reverse=True):
+            labels = parse_labels(rest)
+            if labels is not None:
+                running_loras = _split_list(labels.get("running_lora_adapters", ""))
+                waiting_loras = _split_list(labels.get("waiting_lora_adapters", ""))
+                max_lora = _int(labels.get("max_lora"))
+                break
+    block_size = num_gpu_blocks = 0
+    for rest, _ in _first(text, names.cache_config):
+        labels = parse_labels(rest)
+        if labels is not None:
+            block_size = _int(labels.get("block_size"))
+            num_gpu_blocks = _int(labels.get("num_gpu_blocks"))
+            break
+    return EndpointMetrics(
+        waiting=max(0, round(sum(v for _, v in waiting))) if waiting else 0,
+        running=max(0, round(sum(v for _, v in running))) if running else 0,
+        kv_usage=sum(v for _, v in kv) / len(kv) if kv else 0.0,
+        running_loras=running_loras,
+        waiting_loras=waiting_loras,
+        max_lora=max_lora,
+        block_size=block_size,
+        num_gpu_blocks=num_gpu_blocks,
+        prefix_cache_queries=sum(v for _, v in _first(text, names.prefix_queries)),
+        prefix_cache_hits=sum(v for _, v in _first(text, names.prefix_hits)),
+        updated_at=updated_at,
+    )

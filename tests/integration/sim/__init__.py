@@ -1,0 +1,1 @@
+"""Integration tests of the vLLM simulator (real servers on loopback)."""
