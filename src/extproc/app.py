@@ -20,8 +20,12 @@ from extproc.datastore import Datastore
 from extproc.errors import ConfigError
 from extproc.logs import get_logger
 from extproc.metrics import PickerMetrics
+from extproc.scheduling.factory import build_scheduler
 from extproc.scheduling.inflight import InFlight
 from extproc.scheduling.least_inflight import LeastInFlightPicker
+from extproc.scheduling.types import EndpointPicker
+from extproc.scraper.manager import ScrapeConfig, ScrapeManager
+from extproc.scraper.snapshot import DEFAULT_STALENESS_S, MetricsStore
 from extproc.server.exchange import Exchange, ExchangeSettings
 from extproc.server.observer import MetricsObserver
 from extproc.server.service import SERVICE_NAME, ExternalProcessor
@@ -48,6 +52,15 @@ class ServeConfig:
     fallbacks: int = 0
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     seed: int | None = None
+    # A shipped profile name (default, reference-default, legacy-v0.3), an EndpointPickerConfig
+    # file, or LEAST_INFLIGHT for the metrics-free picker (no scraping at all).
+    scheduler: str = "default"
+    scheduling_profile: str | None = None
+    scrape: ScrapeConfig = field(default_factory=ScrapeConfig)
+    metrics_staleness: float = DEFAULT_STALENESS_S
+
+
+LEAST_INFLIGHT = "least-inflight"
 
 
 def _grpc_options() -> list[tuple[str, int]]:
@@ -68,9 +81,27 @@ class PickerApp:
         self.datastore = Datastore(rng)
         self.metrics = PickerMetrics()
         self.inflight = InFlight()
-        self.picker = LeastInFlightPicker(
-            self.datastore.endpoints, self.inflight, rng, fallbacks=config.fallbacks
-        )
+        self.store = MetricsStore(staleness=config.metrics_staleness)
+        self.scrapes: ScrapeManager | None = None
+        self.picker: EndpointPicker
+        if config.scheduler == LEAST_INFLIGHT:
+            self.picker = LeastInFlightPicker(
+                self.datastore.endpoints, self.inflight, rng, fallbacks=config.fallbacks
+            )
+        else:
+            self.picker = build_scheduler(
+                config.scheduler,
+                datastore=self.datastore,
+                store=self.store,
+                inflight=self.inflight,
+                metrics=self.metrics,
+                rng=rng,
+                fallbacks=config.fallbacks,
+                profile=config.scheduling_profile,
+            )
+            self.scrapes = ScrapeManager(
+                self.datastore, self.store, metrics=self.metrics, config=config.scrape
+            )
         self.processor = ExternalProcessor(self._new_exchange)
         self.health = HealthServicer()
         self.ports: dict[str, int] = {}
@@ -116,6 +147,8 @@ class PickerApp:
         await site.start()
         self.ports["metrics"] = _bound_port(site)
 
+        if self.scrapes is not None:
+            await self.scrapes.start()
         await server.start()
         await health_server.start()
         for service in ("liveness", "readiness", SERVICE_NAME, ""):
@@ -135,6 +168,8 @@ class PickerApp:
             # New streams are refused at once; open ones get the drain deadline, then cancel.
             await server.stop(cfg.drain_seconds)
             await health_server.stop(0)
+            if self.scrapes is not None:
+                await self.scrapes.stop()
             await metrics_runner.cleanup()
             log.info("stopped")
 
@@ -156,8 +191,8 @@ def _bound_port(site: web.TCPSite) -> int:
 
 def serve(config: ServeConfig) -> int:
     """Run the picker until SIGINT/SIGTERM; return the process exit code."""
-    app = PickerApp(config)
     try:
+        app = PickerApp(config)
         app.load()
     except ConfigError as exc:
         print(f"extproc: configuration error: {exc}", file=sys.stderr)

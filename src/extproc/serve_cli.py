@@ -15,6 +15,7 @@ from extproc.app import (
     ServeConfig,
     serve,
 )
+from extproc.scraper.manager import ScrapeConfig
 from extproc.server.exchange import (
     BUFFERED,
     DEFAULT_MAX_BODY_BYTES,
@@ -84,6 +85,45 @@ def register(sub: Any) -> None:
         default=DEFAULT_DRAIN_SECONDS,
         help="on shutdown, how long open streams may finish (default: %(default)s)",
     )
+    p.add_argument(
+        "--profile",
+        default="default",
+        metavar="NAME",
+        help="scheduling: a shipped profile (default, reference-default, legacy-v0.3) "
+        "or least-inflight (no metrics); overridden by --config-file",
+    )
+    p.add_argument(
+        "--config-file",
+        type=Path,
+        metavar="FILE",
+        help="EndpointPickerConfig YAML (plugins and scheduling profiles)",
+    )
+    p.add_argument(
+        "--scheduling-profile",
+        metavar="NAME",
+        help="which schedulingProfile of the config to run (default: the first)",
+    )
+    p.add_argument(
+        "--refresh-metrics-interval",
+        type=_duration,
+        default=0.05,
+        metavar="SECONDS",
+        help="how often each endpoint's /metrics is scraped (default: %(default)s)",
+    )
+    p.add_argument(
+        "--metrics-staleness",
+        type=_duration,
+        default=1.0,
+        metavar="SECONDS",
+        help="older snapshots are stale and not picked while fresh ones exist "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("vllm", "sglang"),
+        default="vllm",
+        help="metric names to scrape (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for random tie-breaks")
     p.add_argument("-v", "--verbose", type=int, nargs="?", const=1, default=0,
                    help="log verbosity: 0 info, 1+ debug")  # fmt: skip
@@ -94,6 +134,13 @@ def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port number")
+    return value
+
+
+def _duration(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
     return value
 
 
@@ -109,9 +156,14 @@ def _run(args: argparse.Namespace) -> int:
             model_passthrough=args.model_passthrough,
             default_body_mode=BODY_MODES[args.default_body_mode],
             max_body_bytes=args.max_body_bytes,
+            clear_route_cache=args.clear_route_cache,
         ),
         fallbacks=args.fallbacks,
         drain_seconds=args.drain_seconds,
         seed=args.seed,
+        scheduler=str(args.config_file) if args.config_file else args.profile,
+        scheduling_profile=args.scheduling_profile,
+        scrape=ScrapeConfig(interval=args.refresh_metrics_interval, engine=args.engine),
+        metrics_staleness=args.metrics_staleness,
     )
     return serve(config)

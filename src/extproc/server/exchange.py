@@ -48,6 +48,9 @@ class ExchangeSettings:
     default_body_mode: int = BUFFERED
     # FULL_DUPLEX_STREAMED bodies are buffered here; larger ones get 413.
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Needed when Envoy's route picks the cluster by the destination header (one cluster per
+    # endpoint); not needed for an ORIGINAL_DST pool cluster.
+    clear_route_cache: bool = False
 
 
 class State(enum.Enum):
@@ -142,7 +145,7 @@ class Exchange:
                 headers=self._headers, subset=self._subset,
             )  # fmt: skip
             destination = self._route(request, body_size=0)
-            return [replies.headers_reply(replies.routing_mutation(destination, None), destination)]
+            return [replies.headers_reply(self._mutation(destination, None), destination)]
         self.state = State.REQUEST_BODY
         if self._request_mode == FULL_DUPLEX:
             return []  # nothing may be sent before the whole body has arrived
@@ -192,12 +195,12 @@ class Exchange:
         new_body = rewrite_model(raw, parsed, resolved.target_model)
         changed = new_body is not raw
         if self._request_mode == FULL_DUPLEX:
-            common = replies.routing_mutation(destination, len(new_body))
+            common = self._mutation(destination, len(new_body))
             return [
                 replies.headers_reply(common, destination),
                 *replies.streamed_body_replies(new_body, end_of_stream=not trailers_follow),
             ]
-        common = replies.routing_mutation(destination, len(new_body) if changed else None)
+        common = self._mutation(destination, len(new_body) if changed else None)
         return [replies.buffered_body_reply(common, destination, new_body if changed else None)]
 
     def _route(self, request: LLMRequest, body_size: int) -> str:
@@ -246,6 +249,12 @@ class Exchange:
         self.state = State.DONE
 
     # -- helpers ----------------------------------------------------------------------------
+    def _mutation(self, destination: str, content_length: int | None) -> pb.CommonResponse:
+        common = replies.routing_mutation(destination, content_length)
+        if self._settings.clear_route_cache:
+            common.clear_route_cache = True
+        return common
+
     def _fail(self, error: PickerError) -> Replies:
         self._observer.failed(self._resolved, error)
         if log.is_enabled(20):
