@@ -74,6 +74,12 @@ def register(sub: Any) -> None:
         help="largest request body buffered in full-duplex mode (default: %(default)s)",
     )
     p.add_argument(
+        "--clear-route-cache",
+        action="store_true",
+        help="ask Envoy to re-route after the destination is set "
+        "(routes that pick a cluster per endpoint)",
+    )
+    p.add_argument(
         "--fallbacks",
         type=int,
         default=0,

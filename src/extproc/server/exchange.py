@@ -17,7 +17,7 @@ from extproc._proto.envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb
 )
 from extproc._proto.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from extproc.endpoints import parse_address
-from extproc.errors import ModelNotFound, PayloadTooLarge, PickerError
+from extproc.errors import BadRequest, ModelNotFound, PayloadTooLarge, PickerError
 from extproc.logs import get_logger
 from extproc.models import ResolvedModel
 from extproc.scheduling.inflight import InFlight
@@ -34,6 +34,8 @@ FULL_DUPLEX = ProcessingMode.FULL_DUPLEX_STREAMED
 STREAMED = ProcessingMode.STREAMED
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 _ids = itertools.count(1)
+# An inference request without a body cannot be routed by model.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class ModelResolver(Protocol):
@@ -140,6 +142,8 @@ class Exchange:
         if message.request_headers.end_of_stream:
             # Header-only request (e.g. GET): no body will come, decide now.
             self.state = State.RESPONSE_HEADERS
+            if self._headers.get(":method") in _BODY_METHODS:
+                raise BadRequest("request body is empty; expected a JSON object with 'model'")
             request = LLMRequest(
                 request_id=self._request_id(), model="", target_model="",
                 headers=self._headers, subset=self._subset,

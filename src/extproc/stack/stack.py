@@ -65,6 +65,8 @@ class StackConfig:
     echo: bool = False
     log_dir: Path | None = None
     extra_endpoints: tuple[Endpoint, ...] = field(default_factory=tuple)
+    # The endpoints the picker is told about; default: every simulated pod (+ extra_endpoints).
+    picker_endpoints: tuple[Endpoint, ...] | None = None
 
 
 class LocalStack:
@@ -111,6 +113,9 @@ class LocalStack:
 
     def start_sim(self) -> None:
         cfg = self.config
+        if cfg.pods == 0:
+            self.endpoints = list(cfg.extra_endpoints)
+            return
         argv = [
             sys.executable, "-m", "extproc", "sim", "--pods", str(cfg.pods), "--base-port", "0",
             "--host", "127.0.0.1", "--model", SCENARIO_MODEL, "--speed", f"{cfg.speed:g}",
@@ -120,7 +125,7 @@ class LocalStack:
         self.sim = ManagedProcess("sim", argv, self.log_dir / "sim.log", echo=cfg.echo)
         self.sim.wait_for(r"^ready\b", STARTUP_TIMEOUT)
         self.endpoints = []
-        for match in self.sim.lines_matching(r"pod=(\S+) address=(\S+)"):
+        for match in self.sim.lines_matching(r"^pod=(\S+) address=(\S+)$"):
             ip, port = parse_address(match.group(2))
             self.endpoints.append(Endpoint(name=match.group(1), ip=ip, port=port))
         self.endpoints.extend(cfg.extra_endpoints)
@@ -129,7 +134,10 @@ class LocalStack:
         docs = list(self.config.documents) or scenario_documents()
         pool = next(d for d in docs if d["kind"] == "InferencePool")
         models = [d for d in docs if d["kind"] == "InferenceModel"]
-        self.static_config_path.write_text(render_static_config(pool, models, self.endpoints))
+        endpoints = self.endpoints
+        if self.config.picker_endpoints is not None:
+            endpoints = list(self.config.picker_endpoints)
+        self.static_config_path.write_text(render_static_config(pool, models, endpoints))
 
     def start_picker(self, extra_args: tuple[str, ...] = ()) -> None:
         self.write_picker_config()

@@ -72,7 +72,8 @@ def headers_msg(
     subset: list[str] | None = None,
 ) -> pb.ProcessingRequest:  # fmt: skip
     msg = pb.ProcessingRequest()
-    hdrs = {":method": "POST", ":path": "/v1/chat/completions", **(extra or {})}
+    method = "GET" if end_of_stream else "POST"
+    hdrs = {":method": method, ":path": "/v1/chat/completions", **(extra or {})}
     for k, v in hdrs.items():
         msg.request_headers.headers.headers.append(
             base_pb2.HeaderValue(key=k, raw_value=v.encode())
@@ -165,6 +166,15 @@ def test_header_only_request_is_decided_in_the_headers_reply() -> None:
         "x-gateway-destination-endpoint": b"10.0.0.1:8000"
     }
     assert picker.requests[0].model == ""
+
+
+def test_post_without_a_body_is_400() -> None:
+    exchange, picker, _, _ = make_exchange()
+    msg = headers_msg(end_of_stream=True)
+    msg.request_headers.headers.headers[0].raw_value = b"POST"
+    (reply,) = exchange.handle(msg)
+    assert reply.immediate_response.status.code == 400
+    assert picker.requests == []
 
 
 def test_header_only_request_without_endpoints_is_503() -> None:
