@@ -131,7 +131,9 @@ class Sample:
     cpu_us_per_req: float | None
 
 
-def run_wrk(url: str, body_file: Path, script: Path, conns: int, seconds: float) -> tuple[float, float, int]:
+def run_wrk(
+    url: str, body_file: Path, script: Path, conns: int, seconds: float
+) -> tuple[float, float, int]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url + "/v1/chat/completions"],
         capture_output=True, text=True, check=True, env={"BENCH_BODY": str(body_file), "PATH": "/usr/bin:/bin"},
@@ -149,8 +151,6 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per cell")
     parser.add_argument("--profile", default="default", help="picker scheduling profile")
-    parser.add_argument("--standard", action="store_true",
-                        help="send headers to the picker too (four round trips, not two)")
     parser.add_argument("--quick", action="store_true", help="1 KB only, no BENCHMARKS.md update")
     args = parser.parse_args()
 
@@ -184,7 +184,6 @@ def main() -> int:
         "Envoy + picker": LocalStack(
             StackConfig(
                 picker_args=("--profile", args.profile),
-                skip_headers=not args.standard,
                 **common,  # type: ignore[arg-type]
             )
         ),
@@ -200,11 +199,15 @@ def main() -> int:
                 for path, stack in stacks.items():
                     pid = stack.picker.proc.pid if stack.picker else None
                     cpu0 = process_cpu_seconds(pid) if pid else 0.0
-                    rps, p50, errors = run_wrk(stack.url, body_files[body], script, conns, args.seconds)
+                    rps, p50, errors = run_wrk(
+                        stack.url, body_files[body], script, conns, args.seconds
+                    )
                     cpu = None
                     if pid:
                         cpu = (process_cpu_seconds(pid) - cpu0) / max(rps * args.seconds, 1) * 1e6
-                    results.setdefault((path, body, conns), []).append(Sample(rps, p50, errors, cpu))
+                    results.setdefault((path, body, conns), []).append(
+                        Sample(rps, p50, errors, cpu)
+                    )
                     print(f"round {round_no + 1}/{args.rounds} {path:15} {body:6} c={conns:<3} "
                           f"{rps:8.0f} req/s  p50 {p50:6.2f} ms  errors {errors}", flush=True)  # fmt: skip
     finally:
@@ -234,9 +237,13 @@ def main() -> int:
     if args.quick:
         print("\n" + table)
         return 0
-    added_p50 = med("Envoy + picker", "1 KB", 1, "p50_ms") - med("Envoy direct", "1 KB", 1, "p50_ms")
+    added_p50 = med("Envoy + picker", "1 KB", 1, "p50_ms") - med(
+        "Envoy direct", "1 KB", 1, "p50_ms"
+    )
     ratio32 = med("Envoy + picker", "1 KB", 32, "rps") / med("Envoy direct", "1 KB", 32, "rps")
-    long_ratio = med("Envoy + picker", "100 KB", 32, "rps") / med("Envoy + picker", "1 KB", 32, "rps")
+    long_ratio = med("Envoy + picker", "100 KB", 32, "rps") / med(
+        "Envoy + picker", "1 KB", 32, "rps"
+    )
     checks = markdown_table(
         ["target", "measured", "goal", "met"],
         [

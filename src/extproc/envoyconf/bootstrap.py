@@ -49,10 +49,6 @@ class BootstrapParams:
     route_timeout_s: int = 600
     # Without the ext_proc filter: plain round-robin over `direct_endpoints` (benchmarks).
     direct_endpoints: tuple[tuple[str, int], ...] = ()
-    # Lean processing: Envoy sends the picker only the request body and the response body
-    # (two round trips per request instead of four); requests without a body still send their
-    # headers through a per-route override. See docs/performance.md.
-    skip_headers: bool = False
 
 
 def build_bootstrap(p: BootstrapParams) -> dict[str, Any]:
@@ -116,31 +112,7 @@ def render_bootstrap(p: BootstrapParams, header: str = "") -> str:
 
 def _routes(p: BootstrapParams) -> list[dict[str, Any]]:
     action = {"cluster": POOL_CLUSTER, "timeout": f"{p.route_timeout_s}s"}
-    routes: list[dict[str, Any]] = []
-    if p.skip_headers and p.body_mode == "BUFFERED" and not p.direct_endpoints:
-        # Requests that carry no body would reach the picker not at all in lean mode: these
-        # routes send their headers so that the picker still decides (or answers 400/503).
-        send_headers = {
-            "envoy.filters.http.ext_proc": {
-                "@type": "type.googleapis.com/"
-                "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-                "overrides": {"processing_mode": _processing_mode(p, send_headers=True)},
-            }
-        }
-        bodiless = [
-            {
-                "name": ":method",
-                "string_match": {"safe_regex": {"regex": "GET|HEAD|DELETE|OPTIONS"}},
-            },
-            {"name": "content-length", "string_match": {"exact": "0"}},
-        ]
-        routes.extend(
-            {"match": {"prefix": "/", "headers": [matcher]}, "route": action,
-             "typed_per_filter_config": send_headers}
-            for matcher in bodiless
-        )  # fmt: skip
-    routes.append({"match": {"prefix": "/"}, "route": action})
-    return routes
+    return [{"match": {"prefix": "/"}, "route": action}]
 
 
 def _strip_destination_filter() -> dict[str, Any]:
@@ -155,14 +127,13 @@ def _strip_destination_filter() -> dict[str, Any]:
     }
 
 
-def _processing_mode(p: BootstrapParams, *, send_headers: bool) -> dict[str, str]:
+def _processing_mode(p: BootstrapParams) -> dict[str, str]:
     full_duplex = p.body_mode == "FULL_DUPLEX_STREAMED"
-    # Full-duplex bodies need the request-headers reply to carry the destination: never lean.
-    headers = "SEND" if send_headers or full_duplex else "SKIP"
     return {
-        "request_header_mode": headers,
-        # The response content type is sniffed from the body in lean mode.
-        "response_header_mode": headers,
+        # Envoy's router picks the upstream host as soon as the request headers pass, so the
+        # filter must hold them (SEND) until the picker has seen the body and decided.
+        "request_header_mode": "SEND",
+        "response_header_mode": "SEND",
         "request_body_mode": p.body_mode,
         "response_body_mode": "STREAMED",
         # FULL_DUPLEX_STREAMED requires trailers to be sent to the processor.
@@ -180,7 +151,7 @@ def _ext_proc_filter(p: BootstrapParams) -> dict[str, Any]:
             "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}, "timeout": "10s"},
             "failure_mode_allow": False,
             "message_timeout": f"{p.message_timeout_ms / 1000:g}s",
-            "processing_mode": _processing_mode(p, send_headers=not p.skip_headers),
+            "processing_mode": _processing_mode(p),
             # Envoy drops dynamic metadata in namespaces it was not told to receive.
             "metadata_options": {"receiving_namespaces": {"untyped": ["envoy.lb"]}},
             "allow_mode_override": False,

@@ -101,9 +101,6 @@ class Exchange:
             if kind == "request_headers":
                 return self._on_request_headers(message)
             if kind == "request_body":
-                if self.state is State.REQUEST_HEADERS:  # lean mode: headers were skipped
-                    self._begin(message)
-                    self.state = State.REQUEST_BODY
                 return self._on_request_body(message.request_body)
             if kind == "request_trailers":
                 return self._on_request_trailers()
@@ -131,17 +128,13 @@ class Exchange:
         self._chunks.clear()
 
     # -- request path -----------------------------------------------------------------------
-    def _begin(self, message: pb.ProcessingRequest) -> None:
-        """Read what the first message of a stream carries besides its payload."""
+    def _on_request_headers(self, message: pb.ProcessingRequest) -> Replies:
         if message.HasField("protocol_config"):
             config = message.protocol_config
             self._request_mode = config.request_body_mode
             self._response_mode = config.response_body_mode
         if message.HasField("metadata_context"):
             self._subset = _subset_hint(message.metadata_context)
-
-    def _on_request_headers(self, message: pb.ProcessingRequest) -> Replies:
-        self._begin(message)
         self._headers = {
             h.key: h.raw_value.decode("utf-8", "replace")
             for h in message.request_headers.headers.headers
@@ -242,9 +235,6 @@ class Exchange:
 
     def _on_response_body(self, body: pb.HttpBody) -> Replies:
         chunk = body.body
-        if self.state is State.RESPONSE_HEADERS:  # lean mode: response headers were skipped
-            self._usage = UsageParser.sniff(chunk)
-            self.state = State.RESPONSE_BODY
         if self._usage is not None and self.state is State.RESPONSE_BODY:
             self._usage.feed(chunk)
             self._observer.response_bytes(len(chunk))

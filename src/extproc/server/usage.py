@@ -32,13 +32,6 @@ class UsageParser:
         self._overflow = False
         self.usage: Usage | None = None
 
-    @classmethod
-    def sniff(cls, first_chunk: bytes) -> UsageParser:
-        """A parser chosen from the body itself, when the response headers were not sent."""
-        head = first_chunk.lstrip()[:6]
-        is_sse = head.startswith((b"data:", b"event:", b"id:", b":"))
-        return cls("text/event-stream" if is_sse else "application/json")
-
     def feed(self, chunk: bytes) -> None:
         if self._sse:
             self._feed_sse(chunk)

@@ -55,8 +55,6 @@ class StackConfig:
     speed: float = 1.0
     listen_port: int = 0  # 0: a free port
     body_mode: str = "BUFFERED"
-    # Lean ext_proc processing (bodies only; see BootstrapParams.skip_headers).
-    skip_headers: bool = False
     breaker: CircuitBreaker = SCENARIO_BREAKER
     # Picker `serve` flags beyond the ports and config file.
     picker_args: tuple[str, ...] = ()
@@ -177,7 +175,6 @@ class LocalStack:
             if cfg.body_mode == "FULL_DUPLEX_STREAMED"
             else "BUFFERED",
             breaker=cfg.breaker,
-            skip_headers=cfg.skip_headers,
             direct_endpoints=()
             if cfg.with_picker
             else tuple((e.ip, e.port) for e in self.endpoints),
