@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (
@@ -16,10 +19,24 @@ _SCHEDULER_BUCKETS = (
 _MODEL_LABELS = ("model_name", "target_model_name")
 
 
+@dataclass(frozen=True, slots=True)
+class ModelSeries:
+    """The per-request series of one (model, target model) pair, looked up once."""
+
+    request_total: Any
+    request_sizes: Any
+    request_duration: Any
+    response_sizes: Any
+    input_tokens: Any
+    output_tokens: Any
+    running: Any
+
+
 class PickerMetrics:
     """All series the picker exports. One instance per process, built by the composition root."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._series: dict[tuple[str, str], ModelSeries] = {}
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.request_total = Counter(
@@ -78,3 +95,19 @@ class PickerMetrics:
             ("extension_point", "plugin_type", "plugin_name"),
             buckets=_SCHEDULER_BUCKETS, registry=r,
         )  # fmt: skip
+
+    def model_series(self, model_name: str, target_model: str) -> ModelSeries:
+        """Children of the per-model metrics, cached: `labels()` is costly on the hot path."""
+        key = (model_name, target_model)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = ModelSeries(
+                request_total=self.request_total.labels(*key),
+                request_sizes=self.request_sizes.labels(*key),
+                request_duration=self.request_duration.labels(*key),
+                response_sizes=self.response_sizes.labels(*key),
+                input_tokens=self.input_tokens.labels(*key),
+                output_tokens=self.output_tokens.labels(*key),
+                running=self.running_requests.labels(model_name),
+            )
+        return series

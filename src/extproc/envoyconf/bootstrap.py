@@ -30,6 +30,9 @@ class CircuitBreaker:
 
 
 SCENARIO_BREAKER = CircuitBreaker(max_pending_requests=1, max_requests=1)
+EXTPROC_BREAKER = CircuitBreaker(
+    max_connections=1_000_000, max_pending_requests=1_000_000, max_requests=1_000_000
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +207,9 @@ def _extproc_cluster(p: BootstrapParams) -> dict[str, Any]:
         "name": EXTPROC_CLUSTER,
         "type": "STATIC" if is_ip else "STRICT_DNS",
         "connect_timeout": "1s",
+        # Every HTTP request in flight holds one ext_proc stream: Envoy's default of 1,024
+        # requests would cap the gateway at 1,024 concurrent completions with 503 overflows.
+        "circuit_breakers": _thresholds(EXTPROC_BREAKER),
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/"

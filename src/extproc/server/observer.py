@@ -13,9 +13,7 @@ from extproc.server.usage import Usage
 class ExchangeObserver(Protocol):
     def routed(self, model: ResolvedModel | None, body_size: int) -> None: ...
     def response_bytes(self, size: int) -> None: ...
-    def finished(
-        self, model: ResolvedModel | None, seconds: float, usage: Usage | None
-    ) -> None: ...
+    def finished(self, model: ResolvedModel | None, seconds: float, usage: Usage | None) -> None: ...
     def failed(self, model: ResolvedModel | None, error: PickerError) -> None: ...
     def aborted(self, model: ResolvedModel | None, state: str) -> None: ...
     def released(self, model: ResolvedModel | None) -> None: ...
@@ -31,23 +29,21 @@ class MetricsObserver:
         self._response_size = 0
 
     def routed(self, model: ResolvedModel | None, body_size: int) -> None:
-        labels = _labels(model)
-        m = self._metrics
-        m.request_total.labels(*labels).inc()
-        m.request_sizes.labels(*labels).observe(body_size)
-        m.running_requests.labels(labels[0]).inc()
+        series = self._metrics.model_series(*_labels(model))
+        series.request_total.inc()
+        series.request_sizes.observe(body_size)
+        series.running.inc()
 
     def response_bytes(self, size: int) -> None:
         self._response_size += size
 
     def finished(self, model: ResolvedModel | None, seconds: float, usage: Usage | None) -> None:
-        labels = _labels(model)
-        m = self._metrics
-        m.request_duration.labels(*labels).observe(seconds)
-        m.response_sizes.labels(*labels).observe(self._response_size)
+        series = self._metrics.model_series(*_labels(model))
+        series.request_duration.observe(seconds)
+        series.response_sizes.observe(self._response_size)
         if usage is not None:
-            m.input_tokens.labels(*labels).observe(usage.prompt_tokens)
-            m.output_tokens.labels(*labels).observe(usage.completion_tokens)
+            series.input_tokens.observe(usage.prompt_tokens)
+            series.output_tokens.observe(usage.completion_tokens)
 
     def failed(self, model: ResolvedModel | None, error: PickerError) -> None:
         self._metrics.request_error_total.labels(*_labels(model), error.code).inc()
@@ -57,7 +53,7 @@ class MetricsObserver:
         self._metrics.request_error_total.labels(*_labels(model), "StreamClosed").inc()
 
     def released(self, model: ResolvedModel | None) -> None:
-        self._metrics.running_requests.labels(_labels(model)[0]).dec()
+        self._metrics.model_series(*_labels(model)).running.dec()
 
 
 def _labels(model: ResolvedModel | None) -> tuple[str, str]:

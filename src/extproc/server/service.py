@@ -11,6 +11,7 @@ from extproc._proto.envoy.service.ext_proc.v3 import external_processor_pb2 as p
 from extproc.server.exchange import Exchange
 
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
+_EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 
 class ExternalProcessor:
@@ -24,13 +25,15 @@ class ExternalProcessor:
         self,
         requests: AsyncIterator[pb.ProcessingRequest],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[bytes]:
+    ) -> None:
+        # context.read()/write() skip the async-iterator layers grpc.aio wraps around a
+        # generator handler: measurably less CPU per message on the hot path.
         exchange = self._new_exchange()
         self.open_streams += 1
         try:
-            async for message in requests:
+            while (message := await context.read()) is not _EOF:
                 for reply in exchange.handle(message):
-                    yield reply.SerializeToString()
+                    await context.write(reply.SerializeToString())
         finally:
             exchange.close()
             self.open_streams -= 1
