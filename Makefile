@@ -55,11 +55,21 @@ verify: $(STAMP) ## Regenerate generated files (fail on drift), lint, type-check
 	$(MAKE) test
 
 .PHONY: bench
-bench: bench-overhead bench-sim ## Run all benchmarks
+bench: bench-overhead bench-sim bench-scheduling bench-routing ## Run all benchmarks (results in BENCHMARKS.md)
 
 .PHONY: bench-overhead
-bench-overhead: $(STAMP) ## Envoy direct vs Envoy + picker: latency and throughput
+bench-overhead: $(STAMP) ## Envoy direct vs Envoy + picker: latency and throughput (uses wrk)
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \
+	  (apt-get install -y wrk || (apt-get update && apt-get install -y wrk)) >/dev/null; }
 	$(BIN)/python -m bench.overhead
+
+.PHONY: bench-scheduling
+bench-scheduling: $(STAMP) ## Scheduling cycle time at 10/100/1,000 endpoints; scraper CPU
+	$(BIN)/python -m bench.scheduling
+
+.PHONY: bench-routing
+bench-routing: $(STAMP) ## Routing quality on a simulated fleet: round-robin vs the picker's policies
+	$(BIN)/python -m bench.routing
 
 .PHONY: bench-sim
 bench-sim: $(STAMP) ## Simulator fidelity under load: simulated vs achieved token rate
