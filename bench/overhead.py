@@ -151,8 +151,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per cell")
     parser.add_argument("--profile", default="default", help="picker scheduling profile")
-    parser.add_argument("--body-mode", choices=("BUFFERED", "FULL_DUPLEX_STREAMED"),
-                        default="BUFFERED", help="ext_proc request body mode of the picker path")
+    parser.add_argument(
+        "--body-mode",
+        choices=("BUFFERED", "FULL_DUPLEX_STREAMED"),
+        default="BUFFERED",
+        help="ext_proc request body mode of the picker path",
+    )
     parser.add_argument("--quick", action="store_true", help="1 KB only, no BENCHMARKS.md update")
     args = parser.parse_args()
 

@@ -8,6 +8,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -18,6 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from extproc.config.static import load_static_config
 from extproc.datastore import Datastore
 from extproc.errors import ConfigError
+from extproc.k8s.gate import StandbyGate
+from extproc.k8s.settings import KubernetesSettings
 from extproc.logs import get_logger
 from extproc.metrics import PickerMetrics
 from extproc.scheduling.factory import build_scheduler
@@ -29,6 +32,7 @@ from extproc.scraper.snapshot import DEFAULT_STALENESS_S, MetricsStore
 from extproc.server.exchange import Exchange, ExchangeSettings
 from extproc.server.observer import MetricsObserver
 from extproc.server.service import SERVICE_NAME, ExternalProcessor
+from extproc.tls import server_credentials, service_hosts
 
 log = get_logger(__name__)
 
@@ -58,6 +62,11 @@ class ServeConfig:
     scheduling_profile: str | None = None
     scrape: ScrapeConfig = field(default_factory=ScrapeConfig)
     metrics_staleness: float = DEFAULT_STALENESS_S
+    # Exactly one source: `static_config` (a file) or `kubernetes` (watch the cluster).
+    kubernetes: KubernetesSettings | None = None
+    # TLS on the ext_proc port (the health port stays plaintext for kubelet probes).
+    secure_serving: bool = False
+    cert_path: Path | None = None  # tls.crt/tls.key, reloaded on change; None: self-signed
 
 
 LEAST_INFLIGHT = "least-inflight"
@@ -105,6 +114,12 @@ class PickerApp:
         self.processor = ExternalProcessor(self._new_exchange)
         self.health = HealthServicer()
         self.ports: dict[str, int] = {}
+        # Kubernetes mode (built by `load()`): the watchers, leader election, API client.
+        self.source: Any = None  # KubernetesSource; typed loosely to keep `kubernetes` lazy
+        self.elector: Any = None  # LeaderElector
+        self._api_client: Any = None
+        self._health_changed = asyncio.Event()
+        self._serving_now: bool | None = None
 
     def _new_exchange(self) -> Exchange:
         return Exchange(
@@ -113,34 +128,97 @@ class PickerApp:
         )  # fmt: skip
 
     def load(self) -> None:
-        """Load the configured sources into the datastore (raises ConfigError)."""
-        if self.config.static_config is None:
-            raise ConfigError("no configuration source: pass --config FILE")
-        static = load_static_config(self.config.static_config)
+        """Load or prepare the configured source (raises ConfigError)."""
+        cfg = self.config
+        if (cfg.static_config is None) == (cfg.kubernetes is None):
+            raise ConfigError("exactly one configuration source: --config FILE or --pool-name NAME")
+        if cfg.kubernetes is not None:
+            self._prepare_kubernetes(cfg.kubernetes)
+            return
+        assert cfg.static_config is not None
+        static = load_static_config(cfg.static_config)
         self.datastore.set_pool(static.pool)
         self.datastore.replace_models(static.models)
         self.datastore.set_endpoints(static.endpoints)
-        pool = static.pool.name
-        self.metrics.pool_ready_pods.labels(pool).set(len(static.endpoints))
-        self.datastore.on_endpoints_changed(
-            lambda eps: self.metrics.pool_ready_pods.labels(pool).set(len(eps))
-        )
+        self._count_ready_pods(static.pool.name)
         log.info(
-            "config_loaded", file=str(self.config.static_config), pool=pool,
+            "config_loaded", file=str(cfg.static_config), pool=static.pool.name,
             models=len(static.models), endpoints=len(static.endpoints),
         )  # fmt: skip
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def _count_ready_pods(self, pool: str) -> None:
+        self.metrics.pool_ready_pods.labels(pool).set(len(self.datastore.endpoints()))
+        self.datastore.on_endpoints_changed(
+            lambda eps: self.metrics.pool_ready_pods.labels(pool).set(len(eps))
+        )
+
+    def _prepare_kubernetes(self, k8s: KubernetesSettings) -> None:
+        from extproc.k8s.client import load_api_client
+        from extproc.k8s.leader import LeaderElector
+        from extproc.k8s.source import KubernetesSource
+
+        self._api_client = load_api_client(k8s.kubeconfig)
+        self.source = KubernetesSource(
+            self.datastore, k8s.pool_name, k8s.namespace, self._api_client, watch=k8s.watch
+        )
+        self.source.on_change(self._health_changed.set)
+        if k8s.leader_election is not None:
+            self.elector = LeaderElector(self._api_client, k8s.namespace, k8s.leader_election)
+            self.elector.on_change(self._health_changed.set)
+        self._count_ready_pods(k8s.pool_name)
+        log.info(
+            "kubernetes_source", pool=k8s.pool_name, namespace=k8s.namespace,
+            leader_election=k8s.leader_election is not None,
+        )  # fmt: skip
+
+    @property
+    def serving(self) -> bool:
+        """May this replica route requests? Static: always. Kubernetes: synced, pool present,
+        and (with leader election) leading."""
+        if self.source is None:
+            return True
+        leading = self.elector is None or bool(self.elector.is_leader)
+        return bool(self.source.ready) and leading
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = _SERVING if serving else _NOT_SERVING
+        for service in ("readiness", SERVICE_NAME, ""):
+            await self.health.set(service, status)
+        if serving != self._serving_now:
+            log.info("serving_changed", serving=serving)
+        self._serving_now = serving
+
+    async def _health_loop(self) -> None:
+        """Mirror `serving` into the gRPC health services on every change."""
+        while True:
+            await self._health_changed.wait()
+            self._health_changed.clear()
+            await self._set_serving(self.serving)
+
+    def _grpc_servers(self) -> tuple[grpc.aio.Server, grpc.aio.Server]:
+        """The ext_proc server (TLS with --secure-serving) and the plaintext health server."""
         cfg = self.config
-        server = grpc.aio.server(options=_grpc_options())
+        interceptors = [StandbyGate(lambda: self.serving)] if self.elector is not None else None
+        server = grpc.aio.server(options=_grpc_options(), interceptors=interceptors)
         server.add_generic_rpc_handlers((self.processor.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        self.ports["grpc"] = server.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+        address = f"{cfg.host}:{cfg.grpc_port}"
+        if cfg.secure_serving:
+            namespace = cfg.kubernetes.namespace if cfg.kubernetes else "default"
+            credentials = server_credentials(cfg.cert_path, service_hosts(namespace))
+            self.ports["grpc"] = server.add_secure_port(address, credentials)
+        else:
+            self.ports["grpc"] = server.add_insecure_port(address)
 
+        # Plaintext on purpose: kubelet's gRPC probes do not speak TLS.
         health_server = grpc.aio.server(options=_grpc_options())
         health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
         self.ports["health"] = health_server.add_insecure_port(f"{cfg.host}:{cfg.grpc_health_port}")
+        return server, health_server
 
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.config
+        server, health_server = self._grpc_servers()
         metrics_runner = web.AppRunner(self._metrics_app(), access_log=None)
         await metrics_runner.setup()
         site = web.TCPSite(metrics_runner, cfg.host, cfg.metrics_port)
@@ -149,11 +227,16 @@ class PickerApp:
 
         if self.scrapes is not None:
             await self.scrapes.start()
+        await self.health.set("liveness", _SERVING)
+        await self._set_serving(self.serving)
+        health_task = asyncio.create_task(self._health_loop(), name="health")
+        if self.source is not None:
+            await self.source.start()
+        if self.elector is not None:
+            await self.elector.start()
         await server.start()
         await health_server.start()
-        for service in ("liveness", "readiness", SERVICE_NAME, ""):
-            await self.health.set(service, _SERVING)
-        log.info("serving", host=cfg.host, **self.ports)
+        log.info("serving", host=cfg.host, tls=cfg.secure_serving, **self.ports)
         print(
             "extproc serving "
             + " ".join(f"{name}={cfg.host}:{port}" for name, port in self.ports.items()),
@@ -163,15 +246,26 @@ class PickerApp:
             await stop.wait()
         finally:
             log.info("shutting_down", open_streams=self.processor.open_streams)
-            for service in ("readiness", SERVICE_NAME, ""):
-                await self.health.set(service, _NOT_SERVING)
+            health_task.cancel()
+            await asyncio.gather(health_task, return_exceptions=True)
+            await self._set_serving(False)
+            if self.elector is not None:
+                # Release first: the standby takes over while our open streams drain.
+                await self.elector.stop()
             # New streams are refused at once; open ones get the drain deadline, then cancel.
             await server.stop(cfg.drain_seconds)
             await health_server.stop(0)
-            if self.scrapes is not None:
-                await self.scrapes.stop()
+            await self._stop_sources()
             await metrics_runner.cleanup()
             log.info("stopped")
+
+    async def _stop_sources(self) -> None:
+        if self.source is not None:
+            await self.source.stop()
+        if self.scrapes is not None:
+            await self.scrapes.stop()
+        if self._api_client is not None:
+            self._api_client.close()
 
     def _metrics_app(self) -> web.Application:
         async def metrics(_: web.Request) -> web.Response:

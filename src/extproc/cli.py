@@ -1,4 +1,4 @@
-"""The `extproc` command line: one subcommand per process kind (serve, sim, local)."""
+"""The `extproc` command line: one subcommand per process kind (serve, sim, local, xds)."""
 
 from __future__ import annotations
 
@@ -25,10 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     from extproc.local import register as register_local
     from extproc.serve_cli import register as register_serve
     from extproc.sim.cli import register as register_sim
+    from extproc.xds.cli import register as register_xds
 
     register_serve(sub)
     register_sim(sub)
     register_local(sub)
+    register_xds(sub)
     return parser
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,13 @@ from extproc.app import (
     DEFAULT_METRICS_PORT,
     ServeConfig,
     serve,
+)
+from extproc.k8s.settings import (
+    DEFAULT_LEASE_DURATION_S,
+    KubernetesSettings,
+    LeaderElectionSettings,
+    default_lease_name,
+    default_namespace,
 )
 from extproc.scraper.manager import ScrapeConfig
 from extproc.server.exchange import (
@@ -31,11 +42,69 @@ def register(sub: Any) -> None:
         "serve", help="run the ext_proc endpoint picker",
         description="Serve Envoy's ext_proc stream and pick an endpoint for every request.",
     )  # fmt: skip
-    p.add_argument(
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--config",
         type=Path,
         metavar="FILE",
         help="static multi-document YAML: InferencePool, InferenceModels, StaticEndpoints",
+    )
+    source.add_argument(
+        "--pool-name",
+        metavar="NAME",
+        help="watch this InferencePool, its Ready pods and InferenceModels in Kubernetes",
+    )
+    k8s = p.add_argument_group("Kubernetes (with --pool-name)")
+    k8s.add_argument(
+        "--pool-namespace",
+        metavar="NS",
+        help="the pool's namespace (default: this pod's namespace, else 'default')",
+    )
+    k8s.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="FILE",
+        help="kubeconfig file (default: in-cluster config, else ~/.kube/config)",
+    )
+    k8s.add_argument(
+        "--leader-election",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="BOOL",
+        help="active-passive HA on a Lease: only the leader is ready and serves ext_proc "
+        "(default: true with --pool-name)",
+    )
+    k8s.add_argument(
+        "--lease-name",
+        metavar="NAME",
+        help="the coordination.k8s.io Lease (default: <pool-name>-epp-leader)",
+    )
+    k8s.add_argument(
+        "--lease-duration",
+        type=_duration,
+        default=DEFAULT_LEASE_DURATION_S,
+        metavar="SECONDS",
+        help="a standby takes over this long after the leader's last renewal "
+        "(default: %(default)s)",
+    )
+    tls = p.add_argument_group("TLS")
+    tls.add_argument(
+        "--secure-serving",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="BOOL",
+        help="serve ext_proc over TLS (default: true with --pool-name, false with --config)",
+    )
+    tls.add_argument(
+        "--cert-path",
+        type=Path,
+        metavar="DIR",
+        help="tls.crt and tls.key in DIR, reloaded on change (default: a generated "
+        "self-signed certificate)",
     )
     p.add_argument("--host", default="0.0.0.0", help="bind address (default: %(default)s)")
     p.add_argument(
@@ -143,6 +212,57 @@ def _port(text: str) -> int:
     return value
 
 
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true or false)")
+
+
+def _identity() -> str:
+    """Unique per process: the pod name (or host name) and a random suffix."""
+    base = os.environ.get("POD_NAME") or socket.gethostname()
+    return f"{base}_{uuid.uuid4().hex[:8]}"
+
+
+class UsageError(Exception):
+    """Flags that do not make sense together."""
+
+
+def _kubernetes(args: argparse.Namespace) -> KubernetesSettings | None:
+    if args.pool_name is None:
+        for flag, value in (
+            ("--pool-namespace", args.pool_namespace), ("--kubeconfig", args.kubeconfig),
+            ("--lease-name", args.lease_name), ("--leader-election", args.leader_election),
+        ):  # fmt: skip
+            if value:
+                raise UsageError(f"{flag} needs --pool-name")
+        return None
+    election = None
+    if args.leader_election is not False:
+        election = LeaderElectionSettings(
+            lease_name=args.lease_name or default_lease_name(args.pool_name),
+            identity=_identity(),
+            lease_duration=args.lease_duration,
+        )
+    return KubernetesSettings(
+        pool_name=args.pool_name,
+        namespace=args.pool_namespace or default_namespace(),
+        kubeconfig=args.kubeconfig,
+        leader_election=election,
+    )
+
+
+def _secure_serving(args: argparse.Namespace) -> bool:
+    if args.secure_serving is None:
+        return args.pool_name is not None or args.cert_path is not None
+    if args.cert_path is not None and not args.secure_serving:
+        raise UsageError("--cert-path needs TLS: drop --secure-serving=false")
+    return bool(args.secure_serving)
+
+
 def _duration(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -152,6 +272,12 @@ def _duration(text: str) -> float:
 
 def _run(args: argparse.Namespace) -> int:
     logs.configure(args.verbose)
+    try:
+        kubernetes = _kubernetes(args)
+        secure_serving = _secure_serving(args)
+    except UsageError as exc:
+        print(f"extproc serve: error: {exc}", file=sys.stderr)
+        return 2
     config = ServeConfig(
         host=args.host,
         grpc_port=args.grpc_port,
@@ -171,5 +297,8 @@ def _run(args: argparse.Namespace) -> int:
         scheduling_profile=args.scheduling_profile,
         scrape=ScrapeConfig(interval=args.refresh_metrics_interval, engine=args.engine),
         metrics_staleness=args.metrics_staleness,
+        kubernetes=kubernetes,
+        secure_serving=secure_serving,
+        cert_path=args.cert_path,
     )
     return serve(config)

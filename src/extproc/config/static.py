@@ -16,6 +16,11 @@ One multi-document YAML file holds the objects exactly as they appear in Kuberne
           - {name: pod-0, address: "127.0.0.1:8000"}
           - {name: pod-1, address: "127.0.0.1"}   # port defaults to targetPortNumber
 
+- any number of ``BackendTrafficPolicy`` objects (``gateway.envoyproxy.io/v1alpha1``) whose
+  ``spec.circuitBreaker`` the xDS server (`extproc xds`) turns into Envoy circuit-breaker
+  thresholds (see `extproc.envoyconf.policy`); the picker itself ignores them unless a
+  scheduling plugin (``endpoint-capacity-filter``) reads them.
+
 Documents of other kinds are rejected, so a typo cannot silently drop an object.
 """
 
@@ -31,6 +36,12 @@ import yaml
 from extproc.api import v1alpha2 as api
 from extproc.config.strict import Fields
 from extproc.endpoints import Endpoint, parse_address
+from extproc.envoyconf.policy import (
+    POLICY_API_VERSION,
+    POLICY_KIND,
+    BackendTrafficPolicy,
+    parse_policy,
+)
 from extproc.errors import ConfigError
 
 STATIC_API_VERSION = "extproc.local/v1alpha1"
@@ -42,6 +53,7 @@ class StaticConfig:
     pool: api.InferencePool
     models: tuple[api.InferenceModel, ...]
     endpoints: tuple[Endpoint, ...]
+    policies: tuple[BackendTrafficPolicy, ...] = ()
 
 
 def load_static_config(path: Path) -> StaticConfig:
@@ -62,31 +74,23 @@ def parse_static_config(text: str, source: str) -> StaticConfig:
     pools: list[api.InferencePool] = []
     models: list[api.InferenceModel] = []
     endpoint_docs: list[tuple[str, str, Fields]] = []
+    policies: list[BackendTrafficPolicy] = []
     for index, doc in enumerate(documents):
-        head = Fields(doc, f"{source}: document {index + 1}")
-        kind = head.string("kind")
-        api_version = head.string("apiVersion")
-        meta = head.sub("metadata")
-        assert meta is not None
-        name = meta.string("name")
-        namespace = meta.string("namespace", "default")
-        created = meta.string("creationTimestamp", "")
-        meta.ignore("labels", "annotations", "uid", "resourceVersion", "generation")
-        meta.done()
-        where = f"{source}: {kind}/{name}"
-        spec = head.sub("spec")
-        assert spec is not None
-        spec.where = f"{where}: spec"
-        head.ignore("status")
-        head.done()
-        if kind == "InferencePool" and api_version == api.API_VERSION:
-            pools.append(_pool(spec, name, namespace))
-        elif kind == "InferenceModel" and api_version == api.API_VERSION:
-            models.append(_model(spec, name, namespace, (created, index)))
-        elif kind == STATIC_ENDPOINTS_KIND and api_version == STATIC_API_VERSION:
-            endpoint_docs.append((where, name, spec))
+        head = _read_head(doc, f"{source}: document {index + 1}", source, strict_metadata=True)
+        if head.kind == "InferencePool" and head.api_version == api.API_VERSION:
+            pools.append(_pool(head.spec, head.name, head.namespace))
+        elif head.kind == "InferenceModel" and head.api_version == api.API_VERSION:
+            models.append(_model(head.spec, head.name, head.namespace, (head.created, index)))
+        elif head.kind == STATIC_ENDPOINTS_KIND and head.api_version == STATIC_API_VERSION:
+            endpoint_docs.append((head.where, head.name, head.spec))
+        elif head.kind == POLICY_KIND and head.api_version == POLICY_API_VERSION:
+            policies.append(
+                parse_policy(head.spec, head.name, head.namespace, (head.created, index))
+            )
         else:
-            raise ConfigError(f"{where}: unsupported kind {kind!r} with apiVersion {api_version!r}")
+            raise ConfigError(
+                f"{head.where}: unsupported kind {head.kind!r} with apiVersion {head.api_version!r}"
+            )
 
     if len(pools) != 1:
         raise ConfigError(f"{source}: expected exactly one InferencePool, found {len(pools)}")
@@ -103,7 +107,69 @@ def parse_static_config(text: str, source: str) -> StaticConfig:
     if endpoint_docs:
         where, _, spec = endpoint_docs[0]
         endpoints = _endpoints(spec, where, pool)
-    return StaticConfig(pool=pool, models=tuple(models), endpoints=endpoints)
+    return StaticConfig(
+        pool=pool, models=tuple(models), endpoints=endpoints, policies=tuple(policies)
+    )
+
+
+def parse_pool(obj: object, where: str) -> api.InferencePool:
+    """An InferencePool object as the API server returns it (metadata read leniently)."""
+    head = _read_head(obj, where, where, strict_metadata=False, kind="InferencePool")
+    return _pool(head.spec, head.name, head.namespace)
+
+
+def parse_model(obj: object, where: str, order: int = 0) -> api.InferenceModel:
+    """An InferenceModel object as the API server returns it (metadata read leniently).
+
+    `order` breaks ties between objects with the same creationTimestamp (oldest wins).
+    """
+    head = _read_head(obj, where, where, strict_metadata=False, kind="InferenceModel")
+    return _model(head.spec, head.name, head.namespace, (head.created, order))
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    kind: str
+    api_version: str
+    name: str
+    namespace: str
+    created: str
+    where: str
+    spec: Fields
+
+
+def _read_head(
+    doc: object, where: str, source: str, *, strict_metadata: bool, kind: str | None = None
+) -> _Head:
+    """Read kind, apiVersion, metadata and spec of one object; `spec` is left to the caller.
+
+    Static files are strict about metadata; objects from the API server carry many metadata
+    fields (managedFields, ownerReferences, ...) that do not matter here. With `kind`, the
+    object must be of that kind and of the v1alpha2 apiVersion (list items may omit both).
+    """
+    head = Fields(doc, where)
+    if kind is None:
+        doc_kind = head.string("kind")
+        api_version = head.string("apiVersion")
+    else:
+        doc_kind = head.choice("kind", (kind,), kind)
+        api_version = head.choice("apiVersion", (api.API_VERSION,), api.API_VERSION)
+    meta = head.sub("metadata")
+    assert meta is not None
+    name = meta.string("name")
+    namespace = meta.string("namespace", "default")
+    created = meta.string("creationTimestamp", "")
+    if strict_metadata:
+        meta.ignore("labels", "annotations", "uid", "resourceVersion", "generation")
+        meta.done()
+    object_where = f"{source}: {doc_kind}/{name}"
+    spec = head.sub("spec")
+    assert spec is not None
+    spec.where = f"{object_where}: spec"
+    head.ignore("status")
+    if strict_metadata:
+        head.done()
+    return _Head(doc_kind, api_version, name, namespace, created, object_where, spec)
 
 
 def _pool(spec: Fields, name: str, namespace: str) -> api.InferencePool:

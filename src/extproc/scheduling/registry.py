@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from extproc.scheduling.plugin import PluginFactory
 from extproc.scheduling.plugins import (
     decision_tree,
+    endpoint_capacity_filter,
     has_capacity_filter,
     inflight_scorer,
     kv_cache_scorer,
@@ -30,6 +31,7 @@ REGISTRY: Mapping[str, PluginFactory] = {
     "least-kv-cache-filter": least_kv_cache_filter.factory,
     "has-capacity-filter": has_capacity_filter.factory,
     "decision-tree": decision_tree.factory,
+    "endpoint-capacity-filter": endpoint_capacity_filter.factory,
     # scorers
     "queue-scorer": queue_scorer.factory,
     "kv-cache-utilization-scorer": kv_cache_scorer.factory,

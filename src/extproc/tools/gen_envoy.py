@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from extproc.envoyconf.ads import AdsBootstrapParams, render_ads_bootstrap
 from extproc.envoyconf.bootstrap import BootstrapParams, render_bootstrap
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -31,13 +32,40 @@ FILES: dict[str, tuple[str, BootstrapParams]] = {
     ),
 }
 
+# Clusters from `extproc xds` at 127.0.0.1:18000 (ADS); listener and ext_proc filter static.
+ADS_FILES: dict[str, tuple[str, AdsBootstrapParams]] = {
+    "envoy-ads.yaml": (
+        "Listener :8081 -> ext_proc (picker at 127.0.0.1:9002) -> the ORIGINAL_DST pool cluster\n"
+        "# from ADS (`extproc xds --cluster-mode pool --port 18000`): thresholds from the\n"
+        "# BackendTrafficPolicy in the config file, changed at runtime.",
+        AdsBootstrapParams(cluster_mode="pool"),
+    ),
+    "envoy-ads-per-endpoint.yaml": (
+        "As envoy-ads.yaml for `--cluster-mode per-endpoint`: one cluster per ip:port, chosen by\n"
+        "# the route's cluster_header after the picker's answer (route cache cleared); run the\n"
+        "# picker with --clear-route-cache and without --fallbacks.",
+        AdsBootstrapParams(cluster_mode="per-endpoint"),
+    ),
+    "envoy-ads-fail-open.yaml": (
+        "As envoy-ads.yaml for `--cluster-mode fail-open` with `failureMode: FailOpen`: an EDS\n"
+        "# cluster with the override_host policy; ext_proc failure_mode_allow: true, so requests\n"
+        "# are round-robined over the pool while the picker is unavailable.",
+        AdsBootstrapParams(cluster_mode="fail-open", failure_mode_allow=True),
+    ),
+}
+
 
 def main() -> int:
     ENVOY_DIR.mkdir(exist_ok=True)
     for name, (purpose, params) in FILES.items():
         text = render_bootstrap(params, _HEADER.format(purpose=purpose))
         (ENVOY_DIR / name).write_text(text)
-    print(f"wrote {len(FILES)} Envoy bootstraps into {ENVOY_DIR.relative_to(ROOT)}")
+    for name, (purpose, ads) in ADS_FILES.items():
+        header = _HEADER.replace("bootstrap.py", "ads.py").format(purpose=purpose)
+        text = render_ads_bootstrap(ads, header)
+        (ENVOY_DIR / name).write_text(text)
+    count = len(FILES) + len(ADS_FILES)
+    print(f"wrote {count} Envoy bootstraps into {ENVOY_DIR.relative_to(ROOT)}")
     return 0
 
 

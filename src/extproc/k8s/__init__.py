@@ -1,0 +1,1 @@
+"""Kubernetes integration: InferencePool/Pod/InferenceModel watchers and Lease leader election."""

@@ -1,0 +1,61 @@
+"""endpoint-capacity-filter: skip endpoints whose per-endpoint circuit breaker is full."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from extproc.config.static import load_static_config
+from extproc.config.strict import Fields
+from extproc.envoyconf.policy import policy_for_pool
+from extproc.errors import ConfigError
+from extproc.scheduling.context import PluginHandle, SchedulingContext
+from extproc.scheduling.plugin import Filter
+
+POLICY_UNLIMITED = 1024  # Envoy's default max_requests when a policy leaves it unset
+
+
+class EndpointCapacityFilter(Filter):
+    """Keep endpoints with ``inflight < maxParallelRequests``.
+
+    For `extproc xds --cluster-mode per-endpoint`, where Envoy holds one cluster per endpoint
+    with ``max_requests = maxParallelRequests``: a request sent to a full endpoint would be
+    answered 503 (overflow) although another endpoint had room. Input: the picker's own
+    in-flight count per endpoint (`SchedulingContext.inflight`). When every endpoint is full the
+    filter keeps them all (empty result): Envoy's breaker is the safety net, not the scheduler.
+
+    Parameters (one of):
+      ``maxParallelRequests``: the per-endpoint limit;
+      ``staticConfig``: a static config file whose BackendTrafficPolicy for the pool gives
+      ``circuitBreaker.maxParallelRequests`` (read once, when the picker starts).
+    """
+
+    plugin_type = "endpoint-capacity-filter"
+
+    def __init__(self, name: str, limit: int) -> None:
+        super().__init__(name)
+        self.limit = limit
+
+    def filter(self, ctx: SchedulingContext) -> Sequence[int]:
+        limit = self.limit
+        return [i for i, n in enumerate(ctx.inflight) if n < limit]
+
+
+def factory(name: str, params: Fields, handle: PluginHandle) -> EndpointCapacityFilter:
+    limit: int | None = params.integer("maxParallelRequests", None, lo=1)
+    path: str | None = params.string("staticConfig", None)
+    if (limit is None) == (path is None):
+        raise ConfigError(f"{params.where}: set exactly one of maxParallelRequests, staticConfig")
+    if path is not None:
+        limit = _policy_limit(Path(path), f"{params.where}.staticConfig")
+    assert limit is not None
+    return EndpointCapacityFilter(name, limit)
+
+
+def _policy_limit(path: Path, where: str) -> int:
+    config = load_static_config(path)
+    policy = policy_for_pool(config.policies, config.pool.name)
+    if policy is None:
+        raise ConfigError(f"{where}: {path} has no BackendTrafficPolicy for the pool")
+    limit = policy.circuit_breaker.max_parallel_requests
+    return POLICY_UNLIMITED if limit is None else limit

@@ -1,0 +1,222 @@
+"""Translate a static config (pool, endpoints, BackendTrafficPolicy) into xDS resources.
+
+The resources are typed Envoy messages (`envoy_data_plane`, betterproto2) packed in
+`google.protobuf.Any`. Building is deterministic: the same input gives the same bytes, which is
+what lets the cache tell a changed cluster from an unchanged one (Envoy resets the circuit
+breaker counters of a cluster it receives again with a different configuration).
+
+Cluster modes (`extproc.envoyconf.ads.ClusterMode`):
+
+- ``pool``: one ORIGINAL_DST cluster ``inference-pool`` (the static bootstrap's shape); the
+  thresholds are pool-wide.
+- ``per-endpoint``: one STATIC cluster per endpoint, named ``ip:port``, each with the thresholds
+  (so ``maxParallelRequests: 1`` means one request in flight per pod).
+- ``fail-open``: one EDS cluster ``inference-pool`` balanced by the ``override_host`` policy (the
+  picker's header or ``envoy.lb`` metadata, else round robin), plus its ClusterLoadAssignment.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+
+from envoy_data_plane.envoy.config.cluster.v3 import (
+    CircuitBreakers,
+    CircuitBreakersThresholds,
+    Cluster,
+    ClusterDiscoveryType,
+    ClusterEdsClusterConfig,
+    ClusterLbPolicy,
+    ClusterOriginalDstLbConfig,
+    LoadBalancingPolicy,
+    LoadBalancingPolicyPolicy,
+)
+from envoy_data_plane.envoy.config.core.v3 import (
+    Address,
+    AggregatedConfigSource,
+    ApiVersion,
+    ConfigSource,
+    Http1ProtocolOptions,
+    RoutingPriority,
+    SocketAddress,
+    TypedExtensionConfig,
+)
+from envoy_data_plane.envoy.config.core.v3 import (
+    HttpProtocolOptions as CoreHttpProtocolOptions,
+)
+from envoy_data_plane.envoy.config.endpoint.v3 import (
+    ClusterLoadAssignment,
+    LbEndpoint,
+    LocalityLbEndpoints,
+)
+from envoy_data_plane.envoy.config.endpoint.v3 import (
+    Endpoint as EnvoyEndpoint,
+)
+from envoy_data_plane.envoy.extensions.load_balancing_policies.override_host.v3 import (
+    OverrideHost,
+    OverrideHostOverrideHostSource,
+)
+from envoy_data_plane.envoy.extensions.load_balancing_policies.round_robin.v3 import RoundRobin
+from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
+    HttpProtocolOptions,
+    HttpProtocolOptionsExplicitHttpConfig,
+)
+from envoy_data_plane.envoy.type.metadata.v3 import MetadataKey, MetadataKeyPathSegment
+from envoy_data_plane.google.protobuf import Any
+
+from extproc.config.static import StaticConfig
+from extproc.endpoints import Endpoint
+from extproc.envoyconf.ads import ClusterMode
+from extproc.envoyconf.bootstrap import DESTINATION_HEADER, POOL_CLUSTER, CircuitBreaker
+from extproc.envoyconf.policy import CircuitBreakerSpec, policy_for_pool
+
+CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+# Send order: clusters before their endpoints (ADS ordering, make-before-break).
+TYPE_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE)
+HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+CONNECT_TIMEOUT = datetime.timedelta(seconds=5)
+LB_METADATA_NAMESPACE = "envoy.lb"
+
+Resources = dict[str, dict[str, Any]]
+"""type URL → resource name → the packed resource."""
+
+
+def build_resources(config: StaticConfig, mode: ClusterMode) -> Resources:
+    """Every resource type of `mode` (an empty dict for a type means "no resources")."""
+    policy = policy_for_pool(config.policies, config.pool.name)
+    spec = policy.circuit_breaker if policy is not None else CircuitBreakerSpec()
+    if mode == "pool":
+        return {CLUSTER_TYPE: _named([pool_cluster(spec)])}
+    if mode == "per-endpoint":
+        clusters = [endpoint_cluster(e, spec) for e in config.endpoints]
+        return {CLUSTER_TYPE: _named(clusters)}
+    assignment = load_assignment(POOL_CLUSTER, config.endpoints)
+    return {
+        CLUSTER_TYPE: _named([fail_open_cluster(spec)]),
+        ENDPOINT_TYPE: {POOL_CLUSTER: Any.pack(assignment)},
+    }
+
+
+def pool_cluster(spec: CircuitBreakerSpec) -> Cluster:
+    cluster = Cluster(
+        name=POOL_CLUSTER,
+        type=ClusterDiscoveryType.ORIGINAL_DST,
+        lb_policy=ClusterLbPolicy.CLUSTER_PROVIDED,
+        connect_timeout=CONNECT_TIMEOUT,
+        original_dst_lb_config=ClusterOriginalDstLbConfig(
+            use_http_header=True, http_header_name=DESTINATION_HEADER
+        ),
+    )
+    return _with_policy(cluster, spec)
+
+
+def endpoint_cluster(endpoint: Endpoint, spec: CircuitBreakerSpec) -> Cluster:
+    cluster = Cluster(
+        name=endpoint.address,
+        type=ClusterDiscoveryType.STATIC,
+        lb_policy=ClusterLbPolicy.ROUND_ROBIN,
+        connect_timeout=CONNECT_TIMEOUT,
+        load_assignment=load_assignment(endpoint.address, (endpoint,)),
+    )
+    return _with_policy(cluster, spec)
+
+
+def fail_open_cluster(spec: CircuitBreakerSpec) -> Cluster:
+    """EDS members; the picker's destination when it names a member, else round robin."""
+    override = OverrideHost(
+        override_host_sources=[
+            OverrideHostOverrideHostSource(header=DESTINATION_HEADER),
+            OverrideHostOverrideHostSource(
+                metadata=MetadataKey(
+                    key=LB_METADATA_NAMESPACE,
+                    path=[MetadataKeyPathSegment(key=DESTINATION_HEADER)],
+                )
+            ),
+        ],
+        fallback_policy=_policy("envoy.load_balancing_policies.round_robin", RoundRobin()),
+    )
+    cluster = Cluster(
+        name=POOL_CLUSTER,
+        type=ClusterDiscoveryType.EDS,
+        eds_cluster_config=ClusterEdsClusterConfig(
+            eds_config=ConfigSource(
+                ads=AggregatedConfigSource(), resource_api_version=ApiVersion.V3
+            ),
+            service_name=POOL_CLUSTER,
+        ),
+        connect_timeout=CONNECT_TIMEOUT,
+        load_balancing_policy=_policy("envoy.load_balancing_policies.override_host", override),
+    )
+    return _with_policy(cluster, spec)
+
+
+def load_assignment(name: str, endpoints: tuple[Endpoint, ...]) -> ClusterLoadAssignment:
+    return ClusterLoadAssignment(
+        cluster_name=name,
+        endpoints=[
+            LocalityLbEndpoints(
+                lb_endpoints=[
+                    LbEndpoint(
+                        endpoint=EnvoyEndpoint(
+                            address=Address(
+                                socket_address=SocketAddress(address=e.ip, port_value=e.port)
+                            )
+                        )
+                    )
+                    for e in endpoints
+                ]
+            )
+        ],
+    )
+
+
+def thresholds(b: CircuitBreaker) -> CircuitBreakers:
+    return CircuitBreakers(
+        thresholds=[
+            CircuitBreakersThresholds(
+                priority=RoutingPriority.DEFAULT,
+                max_connections=b.max_connections,
+                max_pending_requests=b.max_pending_requests,
+                max_requests=b.max_requests,
+                max_retries=b.max_retries,
+                # Publishes circuit_breakers.default.remaining_* gauges.
+                track_remaining=True,
+            )
+        ]
+    )
+
+
+def _with_policy(cluster: Cluster, spec: CircuitBreakerSpec) -> Cluster:
+    cluster.circuit_breakers = thresholds(spec.thresholds())
+    if spec.max_requests_per_connection is not None:
+        options = HttpProtocolOptions(
+            common_http_protocol_options=CoreHttpProtocolOptions(
+                max_requests_per_connection=spec.max_requests_per_connection
+            ),
+            explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
+                http_protocol_options=Http1ProtocolOptions()
+            ),
+        )
+        cluster.typed_extension_protocol_options = {HTTP_OPTIONS_KEY: Any.pack(options)}
+    return cluster
+
+
+def _policy(name: str, config: object) -> LoadBalancingPolicy:
+    packed = Any.pack(config)  # type: ignore[arg-type]
+    return LoadBalancingPolicy(
+        policies=[
+            LoadBalancingPolicyPolicy(
+                typed_extension_config=TypedExtensionConfig(name=name, typed_config=packed)
+            )
+        ]
+    )
+
+
+def _named(clusters: list[Cluster]) -> dict[str, Any]:
+    return {c.name: Any.pack(c) for c in clusters}
+
+
+def serialized(resources: Mapping[str, Any]) -> dict[str, bytes]:
+    """The wire bytes of each resource (what "unchanged" is judged on)."""
+    return {name: bytes(r) for name, r in resources.items()}
