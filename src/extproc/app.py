@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from extproc.cli_common import run_until_signalled
 from extproc.config.static import load_static_config
 from extproc.datastore import Datastore
 from extproc.errors import ConfigError
@@ -292,12 +292,5 @@ def serve(config: ServeConfig) -> int:
         print(f"extproc: configuration error: {exc}", file=sys.stderr)
         return 2
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await app.run(stop)
-
-    asyncio.run(main())
+    run_until_signalled(app.run)
     return 0

@@ -19,6 +19,7 @@ from extproc.app import (
     ServeConfig,
     serve,
 )
+from extproc.cli_common import add_verbose_flag, port_number
 from extproc.k8s.settings import (
     DEFAULT_LEASE_DURATION_S,
     KubernetesSettings,
@@ -109,19 +110,19 @@ def register(sub: Any) -> None:
     p.add_argument("--host", default="0.0.0.0", help="bind address (default: %(default)s)")
     p.add_argument(
         "--grpc-port",
-        type=_port,
+        type=port_number,
         default=DEFAULT_GRPC_PORT,
         help="ext_proc gRPC port, 0 picks a free one (default: %(default)s)",
     )
     p.add_argument(
         "--grpc-health-port",
-        type=_port,
+        type=port_number,
         default=DEFAULT_HEALTH_PORT,
         help="gRPC health port (default: %(default)s)",
     )
     p.add_argument(
         "--metrics-port",
-        type=_port,
+        type=port_number,
         default=DEFAULT_METRICS_PORT,
         help="Prometheus metrics port (default: %(default)s)",
     )
@@ -200,16 +201,8 @@ def register(sub: Any) -> None:
         help="metric names to scrape (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for random tie-breaks")
-    p.add_argument("-v", "--verbose", type=int, nargs="?", const=1, default=0,
-                   help="log verbosity: 0 info, 1+ debug")  # fmt: skip
+    add_verbose_flag(p)
     p.set_defaults(handler=_run)
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number")
-    return value
 
 
 def _bool(text: str) -> bool:

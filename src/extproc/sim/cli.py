@@ -15,6 +15,7 @@ import sys
 from typing import Any, TextIO
 
 from extproc import logs
+from extproc.cli_common import port_number
 from extproc.sim.cluster import SimCluster
 from extproc.sim.config import (
     DEFAULT_HOST,
@@ -39,16 +40,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
     return value
 
 
@@ -89,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pods = parser.add_argument_group("pods")
     pods.add_argument("--pods", type=_positive_int, default=1, help="number of pods (default 1)")
     pods.add_argument(
-        "--base-port", type=_port, default=DEFAULT_BASE_PORT,
+        "--base-port", type=port_number, default=DEFAULT_BASE_PORT,
         help=f"port of pod 0; pod i gets base+i; 0 picks free ports (default {DEFAULT_BASE_PORT})",
     )  # fmt: skip
     pods.add_argument("--host", default=DEFAULT_HOST, help=f"listen address ({DEFAULT_HOST})")

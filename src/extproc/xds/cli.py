@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from extproc import logs
+from extproc.cli_common import add_verbose_flag, port_number, run_until_signalled
 from extproc.envoyconf.ads import CLUSTER_MODES, DEFAULT_XDS_PORT
 from extproc.errors import ConfigError
 from extproc.xds import DEFAULT_HOST, DEFAULT_POLL_INTERVAL
@@ -31,7 +30,7 @@ def register(sub: Any) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: %(default)s)")
     p.add_argument(
         "--port",
-        type=_port,
+        type=port_number,
         default=DEFAULT_XDS_PORT,
         help="ADS gRPC port, 0 picks a free one (default: %(default)s)",
     )
@@ -49,16 +48,8 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help="how often the config file is checked for changes (default: %(default)s)",
     )
-    p.add_argument("-v", "--verbose", type=int, nargs="?", const=1, default=0,
-                   help="log verbosity: 0 info, 1+ debug")  # fmt: skip
+    add_verbose_flag(p)
     p.set_defaults(handler=_run)
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number")
-    return value
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -83,12 +74,5 @@ def _run(args: argparse.Namespace) -> int:
         print(f"extproc xds: configuration error: {exc}", file=sys.stderr)
         return 2
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await app.run(stop)
-
-    asyncio.run(main())
+    run_until_signalled(app.run)
     return 0
