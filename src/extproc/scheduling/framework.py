@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from operator import add, mul
 from time import perf_counter
 
 from extproc.endpoints import Endpoint
 from extproc.logs import get_logger
 from extproc.metrics import PickerMetrics
 from extproc.scheduling.context import SchedulingContext
-from extproc.scheduling.normalize import clamp_unit
+from extproc.scheduling.normalize import Weighted, clamp_unit, in_unit, weighted_sum
 from extproc.scheduling.plugin import Filter, Picker, Plugin, Scorer
 
 log = get_logger(__name__)
@@ -56,7 +55,7 @@ class SchedulingProfile:
         self.picker = picker
         self._filters = [(f, plugin_timer(metrics, "Filter", f)) for f in self.filters]
         self._scorers = [
-            (s.scorer, s.weight, plugin_timer(metrics, "Scorer", s.scorer))
+            (s.scorer, s.weight, s.scorer.bounded, plugin_timer(metrics, "Scorer", s.scorer))
             for s in self.scorers
             if s.weight != 0
         ]
@@ -72,16 +71,19 @@ class SchedulingProfile:
             if kept and len(kept) != len(ctx):
                 ctx = ctx.select(kept)
         n = len(ctx)
-        totals = [0.0] * n
-        for scorer, weight, observe in self._scorers:
+        terms: list[Weighted] = []
+        for scorer, weight, bounded, observe in self._scorers:
             started = perf_counter()
             scores = scorer.score(ctx)
             observe(perf_counter() - started)
             if len(scores) != n:
                 log.error("scorer_length_mismatch", scorer=scorer.name, got=len(scores), want=n)
                 continue
-            scores = clamp_unit(scores)
-            totals = list(map(add, totals, map(mul, repeat(weight), scores)))
+            terms.append((weight, scores if bounded or in_unit(scores) else clamp_unit(scores)))
+        totals = weighted_sum(terms, n)
+        if n and math.isnan(sum(totals)):
+            # A NaN score slipped past `in_unit` (it only skips NaN): clamp every scorer fully.
+            totals = weighted_sum([(w, clamp_unit(s)) for w, s in terms], n)
         started = perf_counter()
         ranked = self.picker.pick(ctx, totals, count)
         self._picker_timer(perf_counter() - started)

@@ -33,6 +33,10 @@ class Filter(Plugin, ABC):
 
 
 class Scorer(Plugin, ABC):
+    # True when `score` provably returns values in [0, 1] and never NaN, whatever the inputs;
+    # the framework then skips its clamp check (two passes per scorer per cycle).
+    bounded: ClassVar[bool] = False
+
     @abstractmethod
     def score(self, ctx: SchedulingContext) -> Sequence[float]:
         """One score per endpoint, ideally in [0, 1] (the framework clamps)."""

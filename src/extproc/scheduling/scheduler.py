@@ -18,7 +18,7 @@ from extproc.scheduling.inflight import InFlight
 from extproc.scheduling.plugin import Plugin, PostPick
 from extproc.scheduling.saturation import SaturationDetector
 from extproc.scheduling.types import LLMRequest, PickResult
-from extproc.scraper.snapshot import EndpointMetrics, MetricsStore
+from extproc.scraper.snapshot import MetricsStore
 
 log = get_logger(__name__)
 
@@ -88,15 +88,18 @@ class Scheduler:
 
     def _pick(self, request: LLMRequest) -> PickResult:
         pool, addresses = self._pool(request)
-        snapshots = self._store.fresh_many(addresses, self._clock())
-        fresh_eps: list[Endpoint] = []
-        fresh_addresses: list[str] = []
-        fresh_metrics: list[EndpointMetrics] = []
-        for endpoint, address, snapshot in zip(pool, addresses, snapshots, strict=True):
-            if snapshot is not None:
-                fresh_eps.append(endpoint)
-                fresh_addresses.append(address)
-                fresh_metrics.append(snapshot)
+        now = self._clock()
+        fresh_metrics = self._store.fresh_all(addresses, now)
+        if fresh_metrics is not None:  # every candidate is fresh: no per-endpoint copying
+            fresh_eps, fresh_addresses = pool, addresses
+        else:
+            fresh_eps, fresh_addresses, fresh_metrics = [], [], []
+            snapshots = self._store.fresh_many(addresses, now)
+            for endpoint, address, snapshot in zip(pool, addresses, snapshots, strict=True):
+                if snapshot is not None:
+                    fresh_eps.append(endpoint)
+                    fresh_addresses.append(address)
+                    fresh_metrics.append(snapshot)
         if request.criticality != "Critical" and self.saturation.is_saturated(fresh_metrics):
             raise PoolSaturated("every endpoint is over the saturation thresholds")
         state: dict[str, object] = {}

@@ -1,4 +1,5 @@
-"""Fetching a /metrics page: the transport interface and its aiohttp implementation."""
+"""Fetching a /metrics page: the transport interface and the aiohttp implementation (an option;
+the default is `extproc.scraper.http.HttpFetcher`)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from typing import Protocol
 
 import aiohttp
 
+from extproc.scraper.errors import FetchError, FetchStatusError
+
+__all__ = ["AiohttpFetcher", "FetchError", "Fetcher"]
+
 # Loopback and cluster networks are fast; compression would only cost CPU on both sides.
 _HEADERS = {"Accept-Encoding": "identity", "Accept": "text/plain"}
-
-
-class FetchError(Exception):
-    """A scrape did not return a 200 page (status, connection or timeout failure)."""
 
 
 class Fetcher(Protocol):
@@ -41,7 +42,7 @@ class AiohttpFetcher:
     async def fetch(self, url: str) -> bytes:
         async with self._open().get(url) as response:
             if response.status != 200:
-                raise FetchError(f"HTTP {response.status}")
+                raise FetchStatusError(response.status)
             return await response.read()
 
     async def close(self) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from extproc.api.v1alpha2 import InferencePool
 from extproc.endpoints import Endpoint
@@ -14,9 +15,10 @@ from extproc.logs import get_logger
 from extproc.metrics import PickerMetrics
 from extproc.scraper.engines import Engine, metric_names
 from extproc.scraper.fetch import AiohttpFetcher, Fetcher
+from extproc.scraper.http import HttpFetcher
 from extproc.scraper.parser import parse_metrics
 from extproc.scraper.pool_gauges import update_pool_gauges
-from extproc.scraper.snapshot import MetricsStore
+from extproc.scraper.snapshot import EndpointMetrics, MetricsStore
 
 log = get_logger(__name__)
 
@@ -24,6 +26,10 @@ DEFAULT_INTERVAL_S = 0.05
 DEFAULT_TIMEOUT_S = 1.0
 DEFAULT_FAILURE_THRESHOLD = 3
 DEFAULT_GAUGE_INTERVAL_S = 1.0
+# "builtin": the keep-alive asyncio.Protocol client (extproc.scraper.http), about 10x cheaper
+# per scrape than aiohttp's client; "aiohttp": aiohttp.ClientSession.
+Transport = Literal["builtin", "aiohttp"]
+DEFAULT_TRANSPORT: Transport = "builtin"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +43,14 @@ class ScrapeConfig:
     gauge_interval: float = DEFAULT_GAUGE_INTERVAL_S
     engine: Engine = "vllm"
     path: str = "/metrics"
+    transport: Transport = DEFAULT_TRANSPORT
+
+
+def make_fetcher(config: ScrapeConfig) -> Fetcher:
+    """The Fetcher named by `config.transport`, with the per-call timeout."""
+    if config.transport == "aiohttp":
+        return AiohttpFetcher(config.timeout)
+    return HttpFetcher(config.timeout)
 
 
 class EndpointSource(Protocol):
@@ -70,7 +84,7 @@ class ScrapeManager:
         self._store = store
         self._metrics = metrics
         self._config = config or ScrapeConfig()
-        self._fetcher = fetcher or AiohttpFetcher(self._config.timeout)
+        self._fetcher = fetcher or make_fetcher(self._config)
         self._clock = clock
         self._names = metric_names(self._config.engine)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -125,13 +139,21 @@ class ScrapeManager:
         url = f"http://{address}{self._config.path}"
         interval = self._config.interval
         failures = 0
+        # The last page and its snapshot: an unchanged page (an idle server) is not parsed again,
+        # its snapshot is re-stamped. Bytes equality is one memcmp.
+        last_body: bytes | None = None
+        last: EndpointMetrics | None = None
         while True:
             started = self._clock()
             try:
                 body = await self._fetcher.fetch(url)
-                snapshot = parse_metrics(
-                    body.decode("utf-8", "replace"), self._names, self._clock()
-                )
+                if last is not None and body == last_body:
+                    snapshot = dataclasses.replace(last, updated_at=self._clock())
+                else:
+                    snapshot = parse_metrics(
+                        body.decode("utf-8", "replace"), self._names, self._clock()
+                    )
+                last_body, last = body, snapshot
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a loop keeps going after any failure

@@ -2,12 +2,16 @@
 
 A vLLM page is tens of kilobytes, mostly histograms nobody here reads. Instead of tokenising every
 line, each wanted family is located with ``str.find`` on ``"\\n" + name`` (a C-speed scan) and only
-those sample lines are parsed. Comments, ``_created`` series, other families and malformed lines
-are skipped without raising; ``NaN`` samples are ignored; ``+Inf``/``-Inf`` parse as floats.
+those sample lines are parsed. The exposition format requires a family's lines to form one group,
+so the walk stops at the first line after the group that does not start with the name: a present
+family costs a scan up to its group, not of the whole page (a full scan only proves absence).
+Comments, ``_created`` series, other families and malformed lines are skipped
+without raising; ``NaN`` samples are ignored; ``+Inf``/``-Inf`` parse as floats.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 from extproc.scraper.engines import MetricNames
@@ -48,9 +52,11 @@ def _samples(text: str, name: str) -> list[Sample]:
                     value = math.nan
                 if math.isfinite(value):  # NaN and infinities are not usable samples
                     out.append((rest, value))
-        start = text.find(needle, end) + 1
-        if start == 0:
+        # The next line continues the group only if it starts with the name (the format keeps
+        # a family's lines together; `name_created` lines belong to the same group).
+        if not text.startswith(name, end + 1):
             break
+        start = end + 1
     return out
 
 
@@ -102,6 +108,11 @@ def parse_labels(rest: str) -> dict[str, str] | None:
     return None
 
 
+# Label sets of the info series (LoRA adapters, cache geometry) rarely change between scrapes:
+# memoise the character-level parse (a pure function of the text; callers only read the dict).
+_cached_labels = functools.lru_cache(maxsize=256)(parse_labels)
+
+
 def _split_list(value: str) -> frozenset[str]:
     return frozenset(part.strip() for part in value.split(",") if part.strip())
 
@@ -131,7 +142,7 @@ def parse_metrics(text: str, names: MetricNames, updated_at: float) -> EndpointM
     lora = _first(text, names.lora_info)
     if lora:
         for rest, _ in sorted(lora, key=lambda s: s[1], reverse=True):
-            labels = parse_labels(rest)
+            labels = _cached_labels(rest)
             if labels is not None:
                 running_loras = _split_list(labels.get("running_lora_adapters", ""))
                 waiting_loras = _split_list(labels.get("waiting_lora_adapters", ""))
@@ -139,7 +150,7 @@ def parse_metrics(text: str, names: MetricNames, updated_at: float) -> EndpointM
                 break
     block_size = num_gpu_blocks = 0
     for rest, _ in _first(text, names.cache_config):
-        labels = parse_labels(rest)
+        labels = _cached_labels(rest)
         if labels is not None:
             block_size = _int(labels.get("block_size"))
             num_gpu_blocks = _int(labels.get("num_gpu_blocks"))

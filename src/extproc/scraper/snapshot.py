@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 # A snapshot older than this is stale and never used for scoring (20 scrapes at 50 ms: tolerant
 # of event-loop hiccups; fast failures mark an endpoint unhealthy sooner, see ScrapeConfig).
@@ -74,6 +75,17 @@ class MetricsStore:
                 else None
             )
         return out
+
+    def fresh_all(self, addresses: list[str], now: float) -> list[EndpointMetrics] | None:
+        """The snapshots of `addresses` when every one is fresh, else None (then use
+        `fresh_many`): the hot path's common case, without per-address branching."""
+        got = list(map(self._snapshots.get, addresses))
+        if not all(got) or (self._unhealthy and not self._unhealthy.isdisjoint(addresses)):
+            return None
+        snaps = cast("list[EndpointMetrics]", got)
+        if snaps and min([s.updated_at for s in snaps]) < now - self.staleness:
+            return None
+        return snaps
 
     def put(self, address: str, metrics: EndpointMetrics) -> None:
         self._snapshots[address] = metrics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -14,8 +15,10 @@ from prometheus_client import generate_latest
 from extproc.api.v1alpha2 import InferencePool
 from extproc.endpoints import Endpoint
 from extproc.metrics import PickerMetrics
+from extproc.scraper import manager as manager_module
+from extproc.scraper.engines import MetricNames
 from extproc.scraper.manager import ScrapeConfig, ScrapeManager
-from extproc.scraper.snapshot import MetricsStore
+from extproc.scraper.snapshot import EndpointMetrics, MetricsStore
 
 PAGE = (
     "# TYPE vllm:num_requests_waiting gauge\n"
@@ -145,5 +148,54 @@ async def test_pool_gauges(server: tuple[FakeServer, int]) -> None:
         text = exported()
         assert 'inference_pool_average_kv_cache_utilization{name="pool"} 0.5' in text
         assert 'inference_pool_ready_pods{name="pool"} 2.0' in text
+    finally:
+        await manager.stop()
+
+
+@pytest.mark.parametrize("transport", ["builtin", "aiohttp"])
+async def test_transports_fail_and_recover(server: tuple[FakeServer, int], transport: str) -> None:
+    state, port = server
+    ep = Endpoint("p1", "127.0.0.1", port)
+    store = MetricsStore(staleness=10.0)
+    config = dataclasses.replace(CONFIG, transport=transport)  # type: ignore[arg-type]
+    manager = ScrapeManager(FakeSource((ep,)), store, config=config)
+    await manager.start()
+    try:
+        await _until(lambda: store.is_fresh(ep.address, time.monotonic()))
+        state.status = 500
+        await _until(lambda: not store.is_fresh(ep.address, time.monotonic()))
+        state.status = 200
+        await _until(lambda: store.is_fresh(ep.address, time.monotonic()))
+    finally:
+        await manager.stop()
+
+
+async def test_unchanged_page_is_restamped_not_reparsed(
+    server: tuple[FakeServer, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, port = server
+    ep = Endpoint("p1", "127.0.0.1", port)
+    store = MetricsStore()
+    parses: list[float] = []
+    real = manager_module.parse_metrics
+
+    def counting(text: str, names: MetricNames, updated_at: float) -> EndpointMetrics:
+        parses.append(updated_at)
+        return real(text, names, updated_at)
+
+    monkeypatch.setattr(manager_module, "parse_metrics", counting)
+    manager = ScrapeManager(FakeSource((ep,)), store, config=CONFIG)
+    await manager.start()
+    try:
+        await _until(lambda: store.get(ep.address) is not None)
+        first = store.get(ep.address)
+        await _until(lambda: store.get(ep.address) is not first)
+        second = store.get(ep.address)
+        assert first is not None and second is not None
+        assert second.updated_at > first.updated_at
+        assert dataclasses.replace(second, updated_at=0.0) == dataclasses.replace(
+            first, updated_at=0.0
+        )
+        assert len(parses) == 1
     finally:
         await manager.stop()

@@ -21,6 +21,7 @@ class InFlightScorer(Scorer):
     """
 
     plugin_type = "inflight-scorer"
+    bounded = True  # inverse_min_max over ints: see `normalize.inverse_min_max`.
 
     def score(self, ctx: SchedulingContext) -> Sequence[float]:
         return inverse_min_max(ctx.inflight)

@@ -20,6 +20,7 @@ class LoRAAffinityScorer(Scorer):
     """
 
     plugin_type = "lora-affinity-scorer"
+    bounded = True  # constants in [0, 1].
 
     def score(self, ctx: SchedulingContext) -> Sequence[float]:
         target = ctx.request.target_model

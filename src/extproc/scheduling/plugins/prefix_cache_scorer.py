@@ -17,6 +17,7 @@ DEFAULT_MAX_BLOCKS = 256
 DEFAULT_LRU_CAPACITY = 31250
 DEFAULT_CHARS_PER_TOKEN = 4
 _STATE_KEY = "prefix-cache-scorer.hashes"
+_SPARSE = 4  # below 1/4 of the endpoints matched, fill scores by position
 
 
 class PrefixCacheScorer(Scorer, PostPick):
@@ -33,6 +34,7 @@ class PrefixCacheScorer(Scorer, PostPick):
     """
 
     plugin_type = "prefix-cache-scorer"
+    bounded = True  # ``depth x (1 / blocks)`` with ``depth <= blocks``.
 
     def __init__(
         self, name: str, *, block_chars: int, max_blocks: int, capacity: int, chars_per_token: int
@@ -43,6 +45,9 @@ class PrefixCacheScorer(Scorer, PostPick):
         self.capacity = capacity
         self.chars_per_token = chars_per_token
         self.index = PrefixIndex()
+        # Holding the list keeps its identity from being reused by another list.
+        self._positions_of: list[str] | None = None
+        self._position_map: dict[str, int] = {}
 
     def hashes(self, request: LLMRequest, state: dict[str, object]) -> list[int]:
         """The request's block hashes, computed once per cycle and kept in `state`."""
@@ -62,8 +67,25 @@ class PrefixCacheScorer(Scorer, PostPick):
         if not matched:
             return [0.0] * len(ctx)
         scale = 1.0 / len(hashes)
-        get = matched.get
-        return [get(a, 0) * scale for a in ctx.addresses]
+        addresses = ctx.addresses
+        if len(matched) * _SPARSE > len(addresses):
+            get = matched.get
+            return [get(a, 0) * scale for a in addresses]
+        # Few endpoints hold the prefix: write their scores by position, not all n.
+        positions = self._positions(addresses)
+        scores = [0.0] * len(addresses)
+        for address, depth in matched.items():
+            i = positions.get(address)
+            if i is not None:
+                scores[i] = depth * scale
+        return scores
+
+    def _positions(self, addresses: list[str]) -> dict[str, int]:
+        """address → index, reused while the scheduler passes the same (unmutated) list."""
+        if addresses is not self._positions_of:
+            self._positions_of = addresses
+            self._position_map = {a: i for i, a in enumerate(addresses)}
+        return self._position_map
 
     def post_pick(
         self,

@@ -17,6 +17,7 @@ class QueueScorer(Scorer):
     """
 
     plugin_type = "queue-scorer"
+    bounded = True  # inverse_min_max over ints: see `normalize.inverse_min_max`.
 
     def score(self, ctx: SchedulingContext) -> Sequence[float]:
         return inverse_min_max([m.waiting for m in ctx.metrics])
