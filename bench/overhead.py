@@ -151,12 +151,6 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per cell")
     parser.add_argument("--profile", default="default", help="picker scheduling profile")
-    parser.add_argument(
-        "--body-mode",
-        choices=("BUFFERED", "FULL_DUPLEX_STREAMED"),
-        default="BUFFERED",
-        help="ext_proc request body mode of the picker path",
-    )
     parser.add_argument("--quick", action="store_true", help="1 KB only, no BENCHMARKS.md update")
     args = parser.parse_args()
 
@@ -185,15 +179,15 @@ def main() -> int:
         "breaker": CircuitBreaker(),
         "log_dir": work,
     }
+
+    def picker_stack(body_mode: str) -> LocalStack:
+        picker = StackConfig(picker_args=("--profile", args.profile), body_mode=body_mode, **common)  # type: ignore[arg-type]
+        return LocalStack(picker)
+
     stacks = {
         "Envoy direct": LocalStack(StackConfig(with_picker=False, **common)),  # type: ignore[arg-type]
-        "Envoy + picker": LocalStack(
-            StackConfig(
-                picker_args=("--profile", args.profile),
-                body_mode=args.body_mode,
-                **common,  # type: ignore[arg-type]
-            )
-        ),
+        "Envoy + picker": picker_stack("BUFFERED"),
+        "Envoy + picker, full-duplex": picker_stack("FULL_DUPLEX_STREAMED"),
     }
     results: dict[tuple[str, str, int], list[Sample]] = {}
     try:
@@ -215,7 +209,7 @@ def main() -> int:
                     results.setdefault((path, body, conns), []).append(
                         Sample(rps, p50, errors, cpu)
                     )
-                    print(f"round {round_no + 1}/{args.rounds} {path:15} {body:6} c={conns:<3} "
+                    print(f"round {round_no + 1}/{args.rounds} {path:27} {body:6} c={conns:<3} "
                           f"{rps:8.0f} req/s  p50 {p50:6.2f} ms  errors {errors}", flush=True)  # fmt: skip
     finally:
         for stack in stacks.values():
@@ -248,6 +242,9 @@ def main() -> int:
         "Envoy direct", "1 KB", 1, "p50_ms"
     )
     ratio32 = med("Envoy + picker", "1 KB", 32, "rps") / med("Envoy direct", "1 KB", 32, "rps")
+    fd = "Envoy + picker, full-duplex"
+    fd_added = med(fd, "1 KB", 1, "p50_ms") - med("Envoy direct", "1 KB", 1, "p50_ms")
+    fd_ratio32 = med(fd, "1 KB", 32, "rps") / med("Envoy direct", "1 KB", 32, "rps")
     long_ratio = med("Envoy + picker", "100 KB", 32, "rps") / med(
         "Envoy + picker", "1 KB", 32, "rps"
     )
@@ -260,6 +257,10 @@ def main() -> int:
              "yes" if ratio32 >= 0.25 else "no"],
             ["100 KB / 1 KB throughput with picker, conc. 32", f"{long_ratio:.0%}", "≥ 50%",
              "yes" if long_ratio >= 0.5 else "no"],
+            ["added p50 latency, full-duplex, 1 KB, conc. 1", f"{fd_added:.2f} ms", "≤ 1.0 ms",
+             "yes" if fd_added <= 1.0 else "no"],
+            ["picker / direct throughput, full-duplex, 1 KB, conc. 32", f"{fd_ratio32:.0%}",
+             "≥ 25%", "yes" if fd_ratio32 >= 0.25 else "no"],
         ],
     )  # fmt: skip
     print("\n" + table + "\n\n" + checks)
