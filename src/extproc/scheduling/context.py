@@ -10,10 +10,14 @@ from extproc.endpoints import Endpoint
 from extproc.scheduling.types import LLMRequest
 from extproc.scraper.snapshot import EndpointMetrics
 
+# Cycle-state key under which a post-pick hook leaves the primary's prefill estimate (int).
+PREFILL_TOKENS_KEY = "prefill_tokens"
+
 
 @dataclass(slots=True, kw_only=True)
 class SchedulingContext:
-    """Parallel lists: `addresses[i]`, `metrics[i]` and `inflight[i]` describe `endpoints[i]`.
+    """Parallel lists: `addresses[i]`, `metrics[i]`, `inflight[i]` and `prefill[i]` describe
+    `endpoints[i]`.
 
     `state` is scratch space shared by the plugins of one cycle (e.g. the prompt's block
     hashes, computed once by the prefix scorer and reused after the pick).
@@ -25,6 +29,8 @@ class SchedulingContext:
     addresses: list[str]
     metrics: list[EndpointMetrics]
     inflight: list[int]
+    # Prompt tokens still to prefill for requests this picker routed there (first byte pending).
+    prefill: list[int] = field(default_factory=list)
     state: dict[str, object] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -38,6 +44,7 @@ class SchedulingContext:
             addresses=[self.addresses[i] for i in indices],
             metrics=[self.metrics[i] for i in indices],
             inflight=[self.inflight[i] for i in indices],
+            prefill=[self.prefill[i] for i in indices] if self.prefill else [],
             state=self.state,
         )
 

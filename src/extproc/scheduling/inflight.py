@@ -6,15 +6,29 @@ from collections import defaultdict
 
 
 class InFlight:
-    """Counts requests routed to each endpoint address and not yet finished."""
+    """Counts requests routed to each endpoint address and not yet finished, and the prompt
+    tokens those requests are estimated to still prefill (until their first response byte)."""
 
-    __slots__ = ("_counts",)
+    __slots__ = ("_counts", "_prefill")
 
     def __init__(self) -> None:
         self._counts: defaultdict[str, int] = defaultdict(int)
+        self._prefill: defaultdict[str, int] = defaultdict(int)
 
-    def started(self, address: str) -> None:
+    def started(self, address: str, prefill_tokens: int = 0) -> None:
         self._counts[address] += 1
+        if prefill_tokens:
+            self._prefill[address] += prefill_tokens
+
+    def prefilled(self, address: str, prefill_tokens: int) -> None:
+        """The request's first response byte arrived (or it ended): its prefill is done."""
+        if not prefill_tokens:
+            return
+        left = self._prefill[address] - prefill_tokens
+        if left > 0:
+            self._prefill[address] = left
+        else:
+            del self._prefill[address]
 
     def finished(self, address: str) -> None:
         count = self._counts[address] - 1
@@ -25,6 +39,9 @@ class InFlight:
 
     def get(self, address: str) -> int:
         return self._counts.get(address, 0)
+
+    def pending_prefill(self, address: str) -> int:
+        return self._prefill.get(address, 0)
 
     def total(self) -> int:
         return sum(self._counts.values())

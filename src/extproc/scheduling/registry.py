@@ -17,6 +17,7 @@ from extproc.scheduling.plugins import (
     lora_affinity_scorer,
     low_queue_filter,
     max_score_picker,
+    prefill_scorer,
     prefix_cache_scorer,
     queue_scorer,
     random_picker,
@@ -38,6 +39,7 @@ REGISTRY: Mapping[str, PluginFactory] = {
     "lora-affinity-scorer": lora_affinity_scorer.factory,
     "prefix-cache-scorer": prefix_cache_scorer.factory,
     "inflight-scorer": inflight_scorer.factory,
+    "prefill-scorer": prefill_scorer.factory,
     # pickers
     "max-score-picker": max_score_picker.factory,
     "random-picker": random_picker.factory,

@@ -12,7 +12,7 @@ from extproc.errors import PoolSaturated
 from extproc.logs import get_logger
 from extproc.metrics import PickerMetrics
 from extproc.scheduling.candidates import candidates
-from extproc.scheduling.context import SchedulingContext
+from extproc.scheduling.context import PREFILL_TOKENS_KEY, SchedulingContext
 from extproc.scheduling.framework import SchedulingProfile, plugin_timer
 from extproc.scheduling.inflight import InFlight
 from extproc.scheduling.plugin import Plugin, PostPick
@@ -111,6 +111,7 @@ class Scheduler:
                 addresses=fresh_addresses,
                 metrics=fresh_metrics,
                 inflight=list(map(get, fresh_addresses)),
+                prefill=list(map(self._inflight.pending_prefill, fresh_addresses)),
                 state=state,
             )
             chosen = self.profile.run(ctx, self._count)
@@ -127,7 +128,8 @@ class Scheduler:
                 hook.post_pick(request, state, primary, snapshot)
                 if observe is not None:
                     observe(perf_counter() - hook_started)
-        return PickResult(tuple(chosen))
+        estimate = state.get(PREFILL_TOKENS_KEY)
+        return PickResult(tuple(chosen), estimate if isinstance(estimate, int) else 0)
 
     def _least_inflight(
         self, pool: Sequence[Endpoint], taken: Sequence[Endpoint], count: int

@@ -30,6 +30,9 @@ class PickResult:
     """The chosen endpoint first, then ordered fallbacks."""
 
     endpoints: tuple[Endpoint, ...]
+    # Prompt tokens the primary endpoint is estimated to prefill for this request (its prompt
+    # minus the prefix it likely holds); 0 when no plugin estimated it.
+    prefill_tokens: int = 0
 
     @property
     def primary(self) -> Endpoint:

@@ -91,6 +91,8 @@ class Exchange:
         self._body_size = 0
         self._usage: UsageParser | None = None
         self._routed_to: str | None = None
+        # Prefill tokens counted against the endpoint until the first response byte.
+        self._prefill_tokens = 0
         self._resolved: ResolvedModel | None = None
         self._started = time.perf_counter()
 
@@ -211,7 +213,8 @@ class Exchange:
         result = self._picker.pick(request)
         destination = ",".join(e.address for e in result.endpoints)
         self._routed_to = result.primary.address
-        self._inflight.started(self._routed_to)
+        self._prefill_tokens = result.prefill_tokens
+        self._inflight.started(self._routed_to, self._prefill_tokens)
         self._observer.routed(self._resolved, body_size)
         if log.is_enabled(10):
             log.debug(
@@ -235,6 +238,8 @@ class Exchange:
 
     def _on_response_body(self, body: pb.HttpBody) -> Replies:
         chunk = body.body
+        if chunk and self._prefill_tokens:
+            self._prefilled()
         if self._usage is not None and self.state is State.RESPONSE_BODY:
             self._usage.feed(chunk)
             self._observer.response_bytes(len(chunk))
@@ -267,8 +272,14 @@ class Exchange:
         self.close()
         return [replies.error_reply(error)]
 
+    def _prefilled(self) -> None:
+        if self._routed_to is not None:
+            self._inflight.prefilled(self._routed_to, self._prefill_tokens)
+        self._prefill_tokens = 0
+
     def _release(self) -> None:
         if self._routed_to is not None:
+            self._prefilled()
             self._inflight.finished(self._routed_to)
             self._observer.released(self._resolved)
             self._routed_to = None

@@ -36,7 +36,7 @@ class FakePicker:
         self.requests.append(request)
         if isinstance(self.result, PickerError):
             raise self.result
-        return PickResult(self.result)
+        return PickResult(self.result, prefill_tokens=100)
 
 
 class Resolver:
@@ -293,3 +293,25 @@ def test_unexpected_exception_is_a_500_not_a_crash() -> None:
     (reply,) = exchange.handle(body_msg(b'{"model": "chat"}'))
     assert reply.immediate_response.status.code == 500
     assert b"Traceback" not in reply.immediate_response.body
+
+
+def test_prefill_estimate_is_held_until_the_first_response_byte() -> None:
+    exchange, _, inflight, _ = make_exchange()
+    exchange.handle(headers_msg())
+    exchange.handle(body_msg(b'{"model": "chat"}'))
+    assert inflight.pending_prefill(EP1.address) == 100
+    exchange.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders()))
+    assert inflight.pending_prefill(EP1.address) == 100  # headers come before any token
+    exchange.handle(pb.ProcessingRequest(response_body=pb.HttpBody(body=b"data: {}\n\n")))
+    assert inflight.pending_prefill(EP1.address) == 0
+    assert inflight.get(EP1.address) == 1
+    exchange.close()
+    assert inflight.total() == 0
+
+
+def test_prefill_estimate_is_released_when_the_stream_dies_first() -> None:
+    exchange, _, inflight, _ = make_exchange()
+    exchange.handle(headers_msg())
+    exchange.handle(body_msg(b'{"model": "chat"}'))
+    exchange.close()
+    assert inflight.pending_prefill(EP1.address) == 0

@@ -17,6 +17,8 @@ DEFAULT_MAX_BLOCKS = 256
 DEFAULT_LRU_CAPACITY = 31250
 DEFAULT_CHARS_PER_TOKEN = 4
 _STATE_KEY = "prefix-cache-scorer.hashes"
+_MATCH_KEY = "prefix-cache-scorer.matched"
+_CHARS_KEY = "prefix-cache-scorer.prompt_chars"
 _SPARSE = 4  # below 1/4 of the endpoints matched, fill scores by position
 
 
@@ -57,13 +59,37 @@ class PrefixCacheScorer(Scorer, PostPick):
         text = prompt_text(request.body)
         hashes = block_hashes(request.target_model, text, self.block_chars, self.max_blocks)
         state[_STATE_KEY] = hashes
+        state[_CHARS_KEY] = len(text)
         return hashes
+
+    def matches(self, request: LLMRequest, state: dict[str, object]) -> dict[str, int]:
+        """Endpoint address → number of leading prompt blocks it likely holds (cached per cycle)."""
+        cached = state.get(_MATCH_KEY)
+        if isinstance(cached, dict):
+            return cached
+        hashes = self.hashes(request, state)
+        matched = self.index.match(hashes) if hashes else {}
+        state[_MATCH_KEY] = matched
+        return matched
+
+    def uncached_tokens(
+        self, request: LLMRequest, state: dict[str, object], addresses: Sequence[str]
+    ) -> list[int]:
+        """Per address, the prompt tokens not covered by the prefix it likely holds."""
+        hashes = self.hashes(request, state)
+        chars = state.get(_CHARS_KEY)
+        total = chars if isinstance(chars, int) else 0
+        if not hashes:
+            return [total // self.chars_per_token] * len(addresses)
+        get = self.matches(request, state).get
+        per_block = self.block_chars
+        return [max(0, total - get(a, 0) * per_block) // self.chars_per_token for a in addresses]
 
     def score(self, ctx: SchedulingContext) -> Sequence[float]:
         hashes = self.hashes(ctx.request, ctx.state)
         if not hashes:
             return [0.0] * len(ctx)
-        matched = self.index.match(hashes)
+        matched = self.matches(ctx.request, ctx.state)
         if not matched:
             return [0.0] * len(ctx)
         scale = 1.0 / len(hashes)

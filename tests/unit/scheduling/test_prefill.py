@@ -1,0 +1,82 @@
+"""The prefill scorer and the picker's own prefill accounting."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from extproc.config.strict import Fields
+from extproc.errors import ConfigError
+from extproc.scheduling.context import PluginHandle
+from extproc.scheduling.inflight import InFlight
+from extproc.scheduling.plugins import prefill_scorer
+from extproc.scheduling.plugins.prefix_cache_scorer import PrefixCacheScorer
+from tests.unit.scheduling.builders import make_context, make_endpoint, make_request, make_scheduler
+
+SYSTEM = "You are a helpful assistant. " * 80  # ~2,300 characters shared by every request
+
+
+def _scorer(half: int = 2048) -> tuple[prefill_scorer.PrefillScorer, PrefixCacheScorer]:
+    prefix = PrefixCacheScorer(
+        "prefix-cache-scorer", block_chars=64, max_blocks=256, capacity=10_000, chars_per_token=4
+    )
+    return prefill_scorer.PrefillScorer("prefill-scorer", half_score=half, prefix=prefix), prefix
+
+
+def test_idle_endpoints_score_by_the_prompt_they_must_prefill() -> None:
+    scorer, prefix = _scorer()
+    a, b = make_endpoint("a"), make_endpoint("b")
+    request = make_request(prompt=SYSTEM + "question one")
+    ctx = make_context([a, b], request)
+    ctx.prefill = [0, 0]
+    # Nobody holds the prefix yet: equal scores, K / (K + prompt tokens).
+    scores = scorer.score(ctx)
+    tokens = len(SYSTEM + "question one") // 4
+    assert scores == pytest.approx([2048 / (2048 + tokens)] * 2)
+    # After `b` served the same prefix, only the unshared tail remains there.
+    prefix.index.add(b.address, prefix.hashes(request, {}), 10_000)
+    ctx = make_context([a, b], make_request(prompt=SYSTEM + "question two"))
+    ctx.prefill = [0, 0]
+    score_a, score_b = scorer.score(ctx)
+    assert score_b > score_a
+    assert score_b > 0.9
+
+
+def test_pending_prefill_weighs_against_an_endpoint() -> None:
+    scorer, _ = _scorer()
+    a, b = make_endpoint("a"), make_endpoint("b")
+    ctx = make_context([a, b], make_request(prompt="short prompt"))
+    ctx.prefill = [6000, 0]
+    score_a, score_b = scorer.score(ctx)
+    assert score_a < 0.3 < 0.9 < score_b
+
+
+def test_post_pick_leaves_the_estimate_and_the_scheduler_returns_it() -> None:
+    pods = [make_endpoint("a"), make_endpoint("b")]
+    scheduler, _ = make_scheduler(pods, "default")
+    result = scheduler.pick(make_request(prompt="x" * 4000))
+    assert result.prefill_tokens == 1000
+    # The same prompt again: the chosen endpoint now likely holds nearly all of it.
+    again = scheduler.pick(make_request(prompt="x" * 4000))
+    if again.primary == result.primary:
+        assert again.prefill_tokens < 20
+
+
+def test_inflight_prefill_accounting() -> None:
+    inflight = InFlight()
+    inflight.started("a", 500)
+    inflight.started("a", 300)
+    assert (inflight.get("a"), inflight.pending_prefill("a")) == (2, 800)
+    inflight.prefilled("a", 500)
+    assert inflight.pending_prefill("a") == 300
+    inflight.prefilled("a", 300)
+    inflight.finished("a")
+    inflight.finished("a")
+    assert (inflight.get("a"), inflight.pending_prefill("a")) == (0, 0)
+
+
+def test_factory_requires_a_declared_prefix_scorer() -> None:
+    handle = PluginHandle(random.Random(0))
+    with pytest.raises(ConfigError, match="prefixScorer"):
+        prefill_scorer.factory("prefill-scorer", Fields({}, "epp.yaml: plugins[0]"), handle)
