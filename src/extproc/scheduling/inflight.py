@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+from itertools import repeat
 
 
 class InFlight:
@@ -42,6 +44,13 @@ class InFlight:
 
     def pending_prefill(self, address: str) -> int:
         return self._prefill.get(address, 0)
+
+    def get_many(self, addresses: Sequence[str]) -> list[int]:
+        """`get` for many addresses in one C-level pass (the scheduler's per-cycle read)."""
+        return list(map(self._counts.get, addresses, repeat(0)))
+
+    def pending_prefill_many(self, addresses: Sequence[str]) -> list[int]:
+        return list(map(self._prefill.get, addresses, repeat(0)))
 
     def total(self) -> int:
         return sum(self._counts.values())

@@ -104,14 +104,13 @@ class Scheduler:
             raise PoolSaturated("every endpoint is over the saturation thresholds")
         state: dict[str, object] = {}
         if fresh_eps:
-            get = self._inflight.get
             ctx = SchedulingContext(
                 request=request,
                 endpoints=fresh_eps,
                 addresses=fresh_addresses,
                 metrics=fresh_metrics,
-                inflight=list(map(get, fresh_addresses)),
-                prefill=list(map(self._inflight.pending_prefill, fresh_addresses)),
+                inflight=self._inflight.get_many(fresh_addresses),
+                prefill=self._inflight.pending_prefill_many(fresh_addresses),
                 state=state,
             )
             chosen = self.profile.run(ctx, self._count)

@@ -46,8 +46,9 @@ class PrefillScorer(Scorer, PostPick):
     def score(self, ctx: SchedulingContext) -> Sequence[float]:
         own = self.prefix.uncached_tokens(ctx.request, ctx.state, ctx.addresses)
         k = float(self.half_score)
-        pending = ctx.prefill or [0] * len(own)
-        return [k / (k + p + o) for p, o in zip(pending, own, strict=True)]
+        if not any(ctx.prefill):  # nothing pending anywhere: the common idle case
+            return [k / (k + o) for o in own]
+        return [k / (k + p + o) for p, o in zip(ctx.prefill, own, strict=True)]
 
     def post_pick(
         self,

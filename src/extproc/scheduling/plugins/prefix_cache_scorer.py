@@ -79,9 +79,10 @@ class PrefixCacheScorer(Scorer, PostPick):
         hashes = self.hashes(request, state)
         chars = state.get(_CHARS_KEY)
         total = chars if isinstance(chars, int) else 0
-        if not hashes:
+        matched = self.matches(request, state) if hashes else None
+        if not matched:
             return [total // self.chars_per_token] * len(addresses)
-        get = self.matches(request, state).get
+        get = matched.get
         per_block = self.block_chars
         return [max(0, total - get(a, 0) * per_block) // self.chars_per_token for a in addresses]
 
