@@ -270,7 +270,9 @@ def main() -> int:
         f"--rounds {args.rounds} --profile {args.profile}`), {time.strftime('%Y-%m-%d')}, "
         f"{machine()}.\n\nEnvoy 1.40 `--concurrency 2`, wrk 1 thread, an instant Envoy upstream; "
         f"picker profile `{args.profile}` (scheduler with fresh scraped metrics). Medians of "
-        f"{args.rounds} alternating rounds of {args.seconds:g} s.\n\n{table}\n\n{checks}\n",
+        f"{args.rounds} alternating rounds of {args.seconds:g} s.\n\n{table}\n\n{checks}\n\n"
+        "Where the time goes, and the designs measured against these targets: "
+        "`docs/performance.md`.\n",
     )
     return 0
 
