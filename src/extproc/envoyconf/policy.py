@@ -117,17 +117,37 @@ def parse_policy(
     )
 
 
+def parse_policy_object(obj: object, where: str, order: int = 0) -> BackendTrafficPolicy:
+    """A BackendTrafficPolicy as the API server returns it (metadata read leniently).
+
+    The spec goes through `parse_policy`, the static file's reader, so both sources accept and
+    reject exactly the same documents. Errors start with ``where: BackendTrafficPolicy/NS/NAME``.
+    """
+    head = Fields(obj, where)
+    head.choice("kind", (POLICY_KIND,), POLICY_KIND)
+    head.choice("apiVersion", (POLICY_API_VERSION,), POLICY_API_VERSION)
+    meta = head.sub("metadata")
+    assert meta is not None
+    name = meta.string("name")
+    namespace = meta.string("namespace", "default")
+    created = meta.string("creationTimestamp", "")
+    spec = head.sub("spec")
+    assert spec is not None
+    spec.where = f"{where}: {POLICY_KIND}/{namespace}/{name}: spec"
+    return parse_policy(spec, name, namespace, (created, order))
+
+
 def policy_for_pool(
-    policies: Sequence[BackendTrafficPolicy], pool_name: str
+    policies: Sequence[BackendTrafficPolicy], pool_name: str, route_name: str | None = None
 ) -> BackendTrafficPolicy | None:
     """The policy that governs the pool's cluster(s).
 
-    A policy naming the InferencePool beats one attached to an HTTPRoute (the static config
-    has one route: the one in front of the pool); among equals the oldest wins, as in
-    Gateway API conflict resolution.
+    A policy naming the InferencePool beats one attached to an HTTPRoute; among equals the
+    oldest wins, as in Gateway API conflict resolution. `route_name` None accepts any HTTPRoute
+    (the static config has one route: the one in front of the pool); otherwise only that one.
     """
     direct = [p for p in policies if p.targets("InferencePool", pool_name)]
-    routed = [p for p in policies if p.targets("HTTPRoute")]
+    routed = [p for p in policies if p.targets("HTTPRoute", route_name)]
     chosen = direct or routed
     return min(chosen, key=lambda p: p.age_key) if chosen else None
 

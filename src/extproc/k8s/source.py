@@ -67,7 +67,7 @@ class _Versions:
         return True
 
 
-class _Collection:
+class Collection:
     """WatchHandler adapter: version filtering, then the source's callbacks."""
 
     def __init__(
@@ -136,7 +136,7 @@ class KubernetesSource:
              None),
         ]  # fmt: skip
         for kind, path, on_list, on_event, selector in specs:
-            handler = _Collection(kind, on_list, on_event, self._mark_listed)
+            handler = Collection(kind, on_list, on_event, self._mark_listed)
             watch = ListWatch(
                 self._api, path, handler, loop, self._settings, name=kind,
                 field_selector=selector,

@@ -11,6 +11,7 @@ from extproc import logs
 from extproc.cli_common import add_verbose_flag, port_number, run_until_signalled
 from extproc.envoyconf.ads import CLUSTER_MODES, DEFAULT_XDS_PORT
 from extproc.errors import ConfigError
+from extproc.k8s.settings import KubernetesSettings, default_namespace
 from extproc.xds import DEFAULT_HOST, DEFAULT_POLL_INTERVAL
 
 
@@ -18,14 +19,39 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "xds", help="serve the pool clusters and circuit breakers to Envoy over ADS",
         description="Aggregated Discovery Service (state of the world) for Envoy: the pool "
-        "cluster(s) with thresholds from BackendTrafficPolicy documents, re-read on change.",
+        "cluster(s) with thresholds from BackendTrafficPolicy, from a config file re-read on "
+        "change or watched in Kubernetes.",
     )  # fmt: skip
-    p.add_argument(
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--config",
         type=Path,
-        required=True,
         metavar="FILE",
         help="static multi-document YAML: InferencePool, StaticEndpoints, BackendTrafficPolicy",
+    )
+    source.add_argument(
+        "--pool-name",
+        metavar="NAME",
+        help="watch this InferencePool, its Ready pods and the BackendTrafficPolicies of its "
+        "namespace in Kubernetes",
+    )
+    k8s = p.add_argument_group("Kubernetes (with --pool-name)")
+    k8s.add_argument(
+        "--pool-namespace",
+        metavar="NS",
+        help="the pool's namespace (default: this pod's namespace, else 'default')",
+    )
+    k8s.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="FILE",
+        help="kubeconfig file (default: in-cluster config, else ~/.kube/config)",
+    )
+    k8s.add_argument(
+        "--route-name",
+        metavar="NAME",
+        help="only policies on this HTTPRoute apply to the pool (default: any HTTPRoute of the "
+        "namespace); policies on the InferencePool always apply and take precedence",
     )
     p.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: %(default)s)")
     p.add_argument(
@@ -46,7 +72,8 @@ def register(sub: Any) -> None:
         type=float,
         default=DEFAULT_POLL_INTERVAL,
         metavar="SECONDS",
-        help="how often the config file is checked for changes (default: %(default)s)",
+        help="how often the config file is checked for changes, file mode only "
+        "(default: %(default)s)",
     )
     add_verbose_flag(p)
     p.set_defaults(handler=_run)
@@ -59,9 +86,16 @@ def _run(args: argparse.Namespace) -> int:
     if not args.poll_interval > 0:
         print("extproc xds: --poll-interval must be positive", file=sys.stderr)
         return 2
+    try:
+        kubernetes = kubernetes_settings(args)
+    except UsageError as exc:
+        print(f"extproc xds: {exc}", file=sys.stderr)
+        return 2
     app = XdsApp(
         XdsConfig(
             config_file=args.config,
+            kubernetes=kubernetes,
+            route_name=args.route_name,
             host=args.host,
             port=args.port,
             cluster_mode=args.cluster_mode,
@@ -76,3 +110,24 @@ def _run(args: argparse.Namespace) -> int:
 
     run_until_signalled(app.run)
     return 0
+
+
+class UsageError(Exception):
+    """A flag combination argparse cannot reject on its own."""
+
+
+def kubernetes_settings(args: argparse.Namespace) -> KubernetesSettings | None:
+    """The Kubernetes source of `--pool-name` (no leader election: replicas serve alike)."""
+    if args.pool_name is None:
+        for flag, value in (
+            ("--pool-namespace", args.pool_namespace), ("--kubeconfig", args.kubeconfig),
+            ("--route-name", args.route_name),
+        ):  # fmt: skip
+            if value is not None:
+                raise UsageError(f"{flag} needs --pool-name")
+        return None
+    return KubernetesSettings(
+        pool_name=args.pool_name,
+        namespace=args.pool_namespace or default_namespace(),
+        kubeconfig=args.kubeconfig,
+    )

@@ -1,4 +1,7 @@
-"""Translate a static config (pool, endpoints, BackendTrafficPolicy) into xDS resources.
+"""Translate the pool's endpoints and BackendTrafficPolicy into xDS resources.
+
+The input is a static config (`build_resources`) or the state watched in Kubernetes
+(`resources_for`, via `extproc.xds.kubernetes`); both go through the same translation.
 
 The resources are typed Envoy messages (`envoy_data_plane`, betterproto2) packed in
 `google.protobuf.Any`. Building is deterministic: the same input gives the same bytes, which is
@@ -68,7 +71,7 @@ from extproc.config.static import StaticConfig
 from extproc.endpoints import Endpoint
 from extproc.envoyconf.ads import ClusterMode
 from extproc.envoyconf.bootstrap import DESTINATION_HEADER, POOL_CLUSTER, CircuitBreaker
-from extproc.envoyconf.policy import CircuitBreakerSpec, policy_for_pool
+from extproc.envoyconf.policy import BackendTrafficPolicy, CircuitBreakerSpec, policy_for_pool
 
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -85,13 +88,24 @@ Resources = dict[str, dict[str, Any]]
 def build_resources(config: StaticConfig, mode: ClusterMode) -> Resources:
     """Every resource type of `mode` (an empty dict for a type means "no resources")."""
     policy = policy_for_pool(config.policies, config.pool.name)
-    spec = policy.circuit_breaker if policy is not None else CircuitBreakerSpec()
+    return resources_for(breaker_spec(policy), config.endpoints, mode)
+
+
+def breaker_spec(policy: BackendTrafficPolicy | None) -> CircuitBreakerSpec:
+    """The governing policy's breaker; no policy means Envoy's defaults."""
+    return policy.circuit_breaker if policy is not None else CircuitBreakerSpec()
+
+
+def resources_for(
+    spec: CircuitBreakerSpec, endpoints: tuple[Endpoint, ...], mode: ClusterMode
+) -> Resources:
+    """The resources of `mode` for these endpoints and thresholds (file and Kubernetes modes)."""
     if mode == "pool":
         return {CLUSTER_TYPE: _named([pool_cluster(spec)])}
     if mode == "per-endpoint":
-        clusters = [endpoint_cluster(e, spec) for e in config.endpoints]
+        clusters = [endpoint_cluster(e, spec) for e in endpoints]
         return {CLUSTER_TYPE: _named(clusters)}
-    assignment = load_assignment(POOL_CLUSTER, config.endpoints)
+    assignment = load_assignment(POOL_CLUSTER, endpoints)
     return {
         CLUSTER_TYPE: _named([fail_open_cluster(spec)]),
         ENDPOINT_TYPE: {POOL_CLUSTER: Any.pack(assignment)},

@@ -23,6 +23,7 @@ from aiohttp import web
 
 INFERENCE = "/apis/inference.networking.x-k8s.io/v1alpha2"
 LEASES = "/apis/coordination.k8s.io/v1"
+GATEWAY = "/apis/gateway.envoyproxy.io/v1alpha1"
 JSON = dict[str, Any]
 _DROP = object()
 _END = object()
@@ -63,7 +64,7 @@ class FakeApiServer:
         app = web.Application()
         app.router.add_route("*", "/api/v1/namespaces/{ns}/{resource}", self._collection)
         app.router.add_route("*", "/api/v1/namespaces/{ns}/{resource}/{name}", self._item)
-        for prefix in (INFERENCE, LEASES):
+        for prefix in (INFERENCE, LEASES, GATEWAY):
             app.router.add_route("*", prefix + "/namespaces/{ns}/{resource}", self._collection)
             app.router.add_route("*", prefix + "/namespaces/{ns}/{resource}/{name}", self._item)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)

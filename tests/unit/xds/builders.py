@@ -1,4 +1,4 @@
-"""Builders for xDS tests: static config text with policies, and parsed configs."""
+"""Builders for xDS tests: static config text with policies, parsed configs, policy objects."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 import yaml
 
 from extproc.config.static import StaticConfig, parse_static_config
+from extproc.envoyconf.policy import TARGET_GROUPS
+from tests.unit.k8s.builders import POOL as K8S_POOL
 
 POOL = """\
 apiVersion: inference.networking.x-k8s.io/v1alpha2
@@ -62,3 +64,19 @@ def make_config(*addresses: str, **breaker: Any) -> StaticConfig:
     if breaker:
         docs.append(policy_doc(**breaker))
     return parse_static_config(config_text(*docs), "cfg.yaml")
+
+
+def make_policy(
+    name: str = "breaker", *, kind: str = "InferencePool", target: str = K8S_POOL, **breaker: Any
+) -> dict[str, Any]:
+    """A BackendTrafficPolicy object as the API server returns it."""
+    return {
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "BackendTrafficPolicy",
+        "metadata": {"name": name, "namespace": "default", "generation": 1},
+        "spec": {
+            "targetRefs": [{"group": TARGET_GROUPS[kind], "kind": kind, "name": target}],
+            "circuitBreaker": breaker,
+        },
+        "status": {"ancestors": []},
+    }
