@@ -60,5 +60,9 @@ class PostPick(ABC):
         metrics: EndpointMetrics | None,
     ) -> None: ...
 
+    def forget(self, address: str) -> None:
+        """Drop what was learnt about an endpoint that left the pool (default: nothing)."""
+        return
+
 
 PluginFactory = Callable[[str, Fields, PluginHandle], Plugin]

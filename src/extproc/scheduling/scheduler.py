@@ -79,8 +79,14 @@ class Scheduler:
         """Candidates and their addresses; addresses are cached per endpoints tuple."""
         endpoints = self._endpoints()
         if endpoints is not self._cached_for:
+            addresses = [e.address for e in endpoints]
+            # Endpoints that left the pool: post-pick plugins drop what they learnt about them
+            # (the prefix index would otherwise grow with every pod ever seen).
+            for gone in set(self._cached_addresses).difference(addresses):
+                for hook, _ in self._post_pick:
+                    hook.forget(gone)
             self._cached_for = endpoints
-            self._cached_addresses = [e.address for e in endpoints]
+            self._cached_addresses = addresses
         if request.subset is None and endpoints:
             return list(endpoints), self._cached_addresses
         pool = candidates(endpoints, request.subset)

@@ -80,3 +80,18 @@ def test_factory_requires_a_declared_prefix_scorer() -> None:
     handle = PluginHandle(random.Random(0))
     with pytest.raises(ConfigError, match="prefixScorer"):
         prefill_scorer.factory("prefill-scorer", Fields({}, "epp.yaml: plugins[0]"), handle)
+
+
+def test_endpoints_that_leave_the_pool_are_forgotten_by_the_prefix_index() -> None:
+    from tests.unit.scheduling.builders import FakeDatastore
+
+    pods = [make_endpoint("a"), make_endpoint("b")]
+    scheduler, _ = make_scheduler(pods, "default")
+    datastore = FakeDatastore(pods)
+    scheduler._endpoints = datastore.endpoints  # the pool the scheduler reads
+    primary = scheduler.pick(make_request(prompt="y" * 4000)).primary
+    prefix = next(h for h, _ in scheduler._post_pick if isinstance(h, PrefixCacheScorer))
+    assert prefix.index.size(primary.address) > 0
+    datastore.eps = tuple(p.endpoint for p in pods if p.endpoint != primary)
+    scheduler.pick(make_request(prompt="z" * 400))
+    assert prefix.index.size(primary.address) == 0

@@ -125,6 +125,9 @@ class PrefixCacheScorer(Scorer, PostPick):
         if hashes:
             self.index.add(endpoint.address, hashes, self._capacity(metrics))
 
+    def forget(self, address: str) -> None:
+        self.index.forget(address)
+
     def _capacity(self, metrics: EndpointMetrics | None) -> int:
         if metrics is not None and metrics.num_gpu_blocks and metrics.block_size:
             chars = metrics.num_gpu_blocks * metrics.block_size * self.chars_per_token
