@@ -60,9 +60,8 @@ class PostPick(ABC):
         metrics: EndpointMetrics | None,
     ) -> None: ...
 
-    def forget(self, address: str) -> None:
+    def forget(self, address: str) -> None:  # noqa: B027 - optional hook, no-op by default
         """Drop what was learnt about an endpoint that left the pool (default: nothing)."""
-        return
 
 
 PluginFactory = Callable[[str, Fields, PluginHandle], Plugin]
