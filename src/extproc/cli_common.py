@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 
 def port_number(text: str) -> int:
@@ -24,6 +25,23 @@ def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
         "-v", "--verbose", type=int, nargs="?", const=1, default=0,
         help="log verbosity: 0 info, 1+ debug",
     )  # fmt: skip
+
+
+def add_kubernetes_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The flags every Kubernetes-mode subcommand takes beside `--pool-name`."""
+    group = parser.add_argument_group("Kubernetes (with --pool-name)")
+    group.add_argument(
+        "--pool-namespace",
+        metavar="NS",
+        help="the pool's namespace (default: this pod's namespace, else 'default')",
+    )
+    group.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="FILE",
+        help="kubeconfig file (default: in-cluster config, else ~/.kube/config)",
+    )
+    return group
 
 
 def run_until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:

@@ -19,7 +19,7 @@ from extproc.app import (
     ServeConfig,
     serve,
 )
-from extproc.cli_common import add_verbose_flag, port_number
+from extproc.cli_common import add_kubernetes_flags, add_verbose_flag, port_number
 from extproc.k8s.settings import (
     DEFAULT_LEASE_DURATION_S,
     KubernetesSettings,
@@ -55,18 +55,7 @@ def register(sub: Any) -> None:
         metavar="NAME",
         help="watch this InferencePool, its Ready pods and InferenceModels in Kubernetes",
     )
-    k8s = p.add_argument_group("Kubernetes (with --pool-name)")
-    k8s.add_argument(
-        "--pool-namespace",
-        metavar="NS",
-        help="the pool's namespace (default: this pod's namespace, else 'default')",
-    )
-    k8s.add_argument(
-        "--kubeconfig",
-        type=Path,
-        metavar="FILE",
-        help="kubeconfig file (default: in-cluster config, else ~/.kube/config)",
-    )
+    k8s = add_kubernetes_flags(p)
     k8s.add_argument(
         "--leader-election",
         type=_bool,

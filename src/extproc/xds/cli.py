@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from extproc import logs
-from extproc.cli_common import add_verbose_flag, port_number, run_until_signalled
+from extproc.cli_common import (
+    add_kubernetes_flags,
+    add_verbose_flag,
+    port_number,
+    run_until_signalled,
+)
 from extproc.envoyconf.ads import CLUSTER_MODES, DEFAULT_XDS_PORT
 from extproc.errors import ConfigError
 from extproc.k8s.settings import KubernetesSettings, default_namespace
@@ -35,18 +40,7 @@ def register(sub: Any) -> None:
         help="watch this InferencePool, its Ready pods and the BackendTrafficPolicies of its "
         "namespace in Kubernetes",
     )
-    k8s = p.add_argument_group("Kubernetes (with --pool-name)")
-    k8s.add_argument(
-        "--pool-namespace",
-        metavar="NS",
-        help="the pool's namespace (default: this pod's namespace, else 'default')",
-    )
-    k8s.add_argument(
-        "--kubeconfig",
-        type=Path,
-        metavar="FILE",
-        help="kubeconfig file (default: in-cluster config, else ~/.kube/config)",
-    )
+    k8s = add_kubernetes_flags(p)
     k8s.add_argument(
         "--route-name",
         metavar="NAME",
