@@ -60,7 +60,7 @@ def test_post_pick_leaves_the_estimate_and_the_scheduler_returns_it() -> None:
     # The same prompt again: the chosen endpoint now likely holds nearly all of it.
     again = scheduler.pick(make_request(prompt="x" * 4000))
     if again.primary == result.primary:
-        assert again.prefill_tokens < 20
+        assert again.prefill_tokens < 100  # at most the last partial prefix block
 
 
 def test_inflight_prefill_accounting() -> None:
