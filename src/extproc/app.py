@@ -19,7 +19,6 @@ from extproc.cli_common import run_until_signalled
 from extproc.config.static import load_static_config
 from extproc.datastore import Datastore
 from extproc.errors import ConfigError
-from extproc.k8s.gate import StandbyGate
 from extproc.k8s.settings import KubernetesSettings
 from extproc.logs import get_logger
 from extproc.metrics import PickerMetrics
@@ -111,7 +110,7 @@ class PickerApp:
             self.scrapes = ScrapeManager(
                 self.datastore, self.store, metrics=self.metrics, config=config.scrape
             )
-        self.processor = ExternalProcessor(self._new_exchange)
+        self.processor = ExternalProcessor(self._new_exchange, self._may_serve)
         self.health = HealthServicer()
         self.ports: dict[str, int] = {}
         # Kubernetes mode (built by `load()`): the watchers, leader election, API client.
@@ -171,6 +170,10 @@ class PickerApp:
             leader_election=k8s.leader_election is not None,
         )  # fmt: skip
 
+    def _may_serve(self) -> bool:
+        """Asked per new ext_proc stream: only a standby (leader election) refuses streams."""
+        return self.elector is None or self.serving
+
     @property
     def serving(self) -> bool:
         """May this replica route requests? Static: always. Kubernetes: synced, pool present,
@@ -198,8 +201,7 @@ class PickerApp:
     def _grpc_servers(self) -> tuple[grpc.aio.Server, grpc.aio.Server]:
         """The ext_proc server (TLS with --secure-serving) and the plaintext health server."""
         cfg = self.config
-        interceptors = [StandbyGate(lambda: self.serving)] if self.elector is not None else None
-        server = grpc.aio.server(options=_grpc_options(), interceptors=interceptors)
+        server = grpc.aio.server(options=_grpc_options())
         server.add_generic_rpc_handlers((self.processor.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         address = f"{cfg.host}:{cfg.grpc_port}"

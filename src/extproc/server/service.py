@@ -15,10 +15,18 @@ _EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 
 class ExternalProcessor:
-    """One Exchange per stream; counts open streams so shutdown can drain them."""
+    """One Exchange per stream; counts open streams so shutdown can drain them.
 
-    def __init__(self, new_exchange: Callable[[], Exchange]) -> None:
+    `serving` (when given) is asked once per new stream: a standby replica (leader election)
+    answers UNAVAILABLE instead of routing with a view of the pool nobody guarantees; streams
+    already open when leadership is lost finish.
+    """
+
+    def __init__(
+        self, new_exchange: Callable[[], Exchange], serving: Callable[[], bool] | None = None
+    ) -> None:
         self._new_exchange = new_exchange
+        self._serving = serving
         self.open_streams = 0
 
     async def process(
@@ -28,6 +36,8 @@ class ExternalProcessor:
     ) -> None:
         # context.read()/write() skip the async-iterator layers grpc.aio wraps around a
         # generator handler: measurably less CPU per message on the hot path.
+        if self._serving is not None and not self._serving():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "standby replica: not the leader")
         exchange = self._new_exchange()
         self.open_streams += 1
         try:
