@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import logging
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -216,7 +217,7 @@ class Exchange:
         self._prefill_tokens = result.prefill_tokens
         self._inflight.started(self._routed_to, self._prefill_tokens)
         self._observer.routed(self._resolved, body_size)
-        if log.is_enabled(10):
+        if log.is_enabled(logging.DEBUG):
             log.debug(
                 "scheduled", request_id=request.request_id, model=request.model,
                 target_model=request.target_model, endpoint=destination,
@@ -266,7 +267,7 @@ class Exchange:
 
     def _fail(self, error: PickerError) -> Replies:
         self._observer.failed(self._resolved, error)
-        if log.is_enabled(20):
+        if log.is_enabled(logging.INFO):
             log.info("request_rejected", code=error.code, status=error.http_status,
                      reason=str(error), state=self.state.value)  # fmt: skip
         self.close()
