@@ -102,7 +102,9 @@ def test_sheddable_request_is_shed_when_saturated_and_critical_is_not(stack: Loc
         t.start()
     try:
         _wait_until(lambda: _pod_waiting(pod_url) >= 8)
-        time.sleep(0.3)  # several scrape intervals: the picker has seen the queue
+        # The pool gauge is computed from the scraped snapshots: once it shows the queue, the
+        # scheduler sees it too (however slow this machine is today).
+        _wait_until(lambda: _picker_metric(stack, "inference_pool_average_queue_size{") > 5)
         shed = request(stack.url, body=chat("batch"), timeout=5)
         assert shed.status == 429, shed
         assert _error(shed)["type"] == "InferencePoolResourceExhausted"
@@ -132,13 +134,17 @@ def _wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def _running_requests(stack: LocalStack) -> float:
+def _picker_metric(stack: LocalStack, prefix: str) -> float:
     text = request(stack.metrics_url.rsplit("/metrics", 1)[0], "/metrics", method="GET").body
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.decode().splitlines()
-        if line.startswith("inference_model_running_requests{")
+        if line.startswith(prefix)
     )
+
+
+def _running_requests(stack: LocalStack) -> float:
+    return _picker_metric(stack, "inference_model_running_requests{")
 
 
 @pytest.fixture(scope="module")
