@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 from extproc.envoyconf.bootstrap import CircuitBreaker
@@ -58,6 +59,13 @@ def register(sub: Any) -> None:
         help="ext_proc request body mode (default: %(default)s)",
     )
     p.add_argument("--logs", action="store_true", help="echo the children's logs to stderr")
+    p.add_argument(
+        "--log-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep sim.log, picker.log and envoy.log here (default: a temporary "
+        "directory removed on exit)",
+    )
     p.set_defaults(handler=_run)  # fmt: skip
 
 
@@ -82,7 +90,10 @@ def _run(args: argparse.Namespace) -> int:
             max_requests=args.max_requests, max_pending_requests=args.max_pending_requests
         ),
         echo=args.logs,
+        log_dir=args.log_dir,
     )
+    if args.log_dir is not None:
+        args.log_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -94,7 +105,8 @@ def _run(args: argparse.Namespace) -> int:
             f"  pods: {pods}\n"
             f"  picker metrics: {stack.metrics_url}\n"
             f"  Envoy admin: {stack.admin_url}\n"
-            f"  logs: {stack.log_dir}\n"
+            f"  logs: {stack.log_dir}"
+            f"{'' if args.log_dir else ' (removed on exit; --log-dir DIR keeps them)'}\n"
             f"  circuit breaker: max_requests={args.max_requests} "
             f"max_pending_requests={args.max_pending_requests}\n\n"
             "Send the scenario's request (run it in two terminals at once to see the breaker):\n\n"
