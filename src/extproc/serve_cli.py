@@ -142,7 +142,9 @@ def register(sub: Any) -> None:
         "--fallbacks",
         type=int,
         default=0,
-        help="ordered fallback endpoints returned after the primary (default: 0)",
+        help="ordered fallback endpoints returned after the primary as a comma list (default: "
+        "0); needs Envoy's override_host policy (envoy/envoy-ads-fail-open.yaml): an "
+        "ORIGINAL_DST cluster cannot parse a list",
     )
     p.add_argument(
         "--drain-seconds",
