@@ -16,7 +16,8 @@ from grpc_health.v1._async import HealthServicer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from extproc.cli_common import run_until_signalled
-from extproc.config.static import load_static_config
+from extproc.config.reload import DEFAULT_POLL_INTERVAL, StaticConfigReloader
+from extproc.config.static import StaticConfig, load_static_config
 from extproc.datastore import Datastore
 from extproc.errors import ConfigError
 from extproc.k8s.settings import KubernetesSettings
@@ -66,6 +67,8 @@ class ServeConfig:
     # TLS on the ext_proc port (the health port stays plaintext for kubelet probes).
     secure_serving: bool = False
     cert_path: Path | None = None  # tls.crt/tls.key, reloaded on change; None: self-signed
+    # How often the static config file is checked for changes; 0 disables reloading.
+    config_poll_interval: float = DEFAULT_POLL_INTERVAL
 
 
 LEAST_INFLIGHT = "least-inflight"
@@ -117,6 +120,7 @@ class PickerApp:
         self.source: Any = None  # KubernetesSource; typed loosely to keep `kubernetes` lazy
         self.elector: Any = None  # LeaderElector
         self._api_client: Any = None
+        self.reloader: StaticConfigReloader | None = None
         self._health_changed = asyncio.Event()
         self._serving_now: bool | None = None
 
@@ -136,12 +140,20 @@ class PickerApp:
             return
         assert cfg.static_config is not None
         static = load_static_config(cfg.static_config)
+        self._apply_static(static)
+        self._count_ready_pods(static.pool.name)
+        if cfg.config_poll_interval > 0:
+            self.reloader = StaticConfigReloader(
+                cfg.static_config, self._apply_static, cfg.config_poll_interval
+            )
+
+    def _apply_static(self, static: StaticConfig) -> None:
+        """Install a (re)loaded static configuration; unchanged endpoints keep their state."""
         self.datastore.set_pool(static.pool)
         self.datastore.replace_models(static.models)
         self.datastore.set_endpoints(static.endpoints)
-        self._count_ready_pods(static.pool.name)
         log.info(
-            "config_loaded", file=str(cfg.static_config), pool=static.pool.name,
+            "config_loaded", file=str(self.config.static_config), pool=static.pool.name,
             models=len(static.models), endpoints=len(static.endpoints),
         )  # fmt: skip
 
@@ -232,6 +244,11 @@ class PickerApp:
         await self.health.set("liveness", _SERVING)
         await self._set_serving(self.serving)
         health_task = asyncio.create_task(self._health_loop(), name="health")
+        reload_task = (
+            asyncio.create_task(self.reloader.run(stop), name="config-reload")
+            if self.reloader is not None
+            else None
+        )
         if self.source is not None:
             await self.source.start()
         if self.elector is not None:
@@ -250,6 +267,8 @@ class PickerApp:
             log.info("shutting_down", open_streams=self.processor.open_streams)
             health_task.cancel()
             await asyncio.gather(health_task, return_exceptions=True)
+            if reload_task is not None:
+                await reload_task  # returns once `stop` is set
             await self._set_serving(False)
             if self.elector is not None:
                 # Release first: the standby takes over while our open streams drain.

@@ -20,6 +20,7 @@ from extproc.app import (
     serve,
 )
 from extproc.cli_common import add_kubernetes_flags, add_verbose_flag, port_number
+from extproc.config.reload import DEFAULT_POLL_INTERVAL
 from extproc.k8s.settings import (
     DEFAULT_LEASE_DURATION_S,
     KubernetesSettings,
@@ -125,6 +126,14 @@ def register(sub: Any) -> None:
         choices=sorted(BODY_MODES),
         default="buffered",
         help="request body mode assumed when Envoy does not announce one",
+    )
+    p.add_argument(
+        "--config-poll-interval",
+        type=float,
+        default=DEFAULT_POLL_INTERVAL,
+        metavar="SECONDS",
+        help="how often --config is checked for changes; an invalid edit is logged and the last "
+        "good configuration stays; 0 disables reloading (default: %(default)s)",
     )
     p.add_argument(
         "--max-body-bytes",
@@ -268,6 +277,7 @@ def _run(args: argparse.Namespace) -> int:
         grpc_health_port=args.grpc_health_port,
         metrics_port=args.metrics_port,
         static_config=args.config,
+        config_poll_interval=args.config_poll_interval,
         exchange=ExchangeSettings(
             model_passthrough=args.model_passthrough,
             default_body_mode=BODY_MODES[args.default_body_mode],

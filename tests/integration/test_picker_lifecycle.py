@@ -87,3 +87,41 @@ def test_sigterm_drains_in_flight_requests(stack: LocalStack) -> None:
     assert stack.picker.proc.returncode == 0
     # Once it is gone, Envoy cannot reach it: the ext_proc filter fails closed.
     assert request(stack.url, body=chat()).status == 500
+
+
+def test_static_config_edits_apply_without_a_restart() -> None:
+    from extproc.config.static import render_static_config
+    from extproc.stack.stack import scenario_documents
+
+    config = StackConfig(
+        pods=2, speed=20, breaker=CircuitBreaker(),
+        picker_args=("--profile", "least-inflight", "--config-poll-interval", "0.1"),
+    )  # fmt: skip
+    with LocalStack(config) as stack:
+        first, second = stack.endpoints
+        pool, model = scenario_documents()
+
+        def serve_only(endpoint: object, text: str | None = None) -> None:
+            stack.static_config_path.write_text(
+                text or render_static_config(pool, [model], [endpoint])  # type: ignore[list-item]
+            )
+
+        def pods_seen(n: int = 6) -> set[str]:
+            return {request(stack.url, body=chat()).headers["x-inference-pod"] for _ in range(n)}
+
+        serve_only(second)
+        deadline = time.monotonic() + 10
+        while pods_seen() != {second.name}:
+            assert time.monotonic() < deadline, "edit not applied"
+            time.sleep(0.1)
+        # An invalid edit is rejected; the last good configuration keeps routing.
+        serve_only(second, "kind: [broken")
+        time.sleep(0.5)
+        assert pods_seen() == {second.name}
+        assert stack.picker is not None and stack.picker.alive()
+        assert stack.picker.lines_matching("config_rejected")
+        serve_only(first)
+        deadline = time.monotonic() + 10
+        while pods_seen() != {first.name}:
+            assert time.monotonic() < deadline, "edit not applied"
+            time.sleep(0.1)

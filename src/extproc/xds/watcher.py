@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from pathlib import Path
 
+from extproc.config.reload import FileChanges
 from extproc.config.static import StaticConfig, load_static_config
 from extproc.envoyconf.ads import ClusterMode
 from extproc.errors import ConfigError
@@ -21,8 +21,6 @@ from extproc.xds.cache import ResourceCache
 from extproc.xds.resources import build_resources
 
 log = get_logger(__name__)
-
-StatKey = tuple[int, int, int]
 
 
 class ConfigWatcher:
@@ -38,21 +36,19 @@ class ConfigWatcher:
         self.cache = cache
         self.interval = interval
         self.config: StaticConfig | None = None
-        self._seen: StatKey | None = None
+        self._changes = FileChanges(path)
 
     def load(self) -> StaticConfig:
         """First load: raise ConfigError (the process should not start on a bad file)."""
-        self._seen = self._stat()
+        self._changes = FileChanges(self.path)
         config = load_static_config(self.path)
         self._publish(config)
         return config
 
     def poll(self) -> bool:
         """Reload if the file changed; return True when new resources were published."""
-        key = self._stat()
-        if key is None or key == self._seen:
+        if not self._changes.changed():
             return False
-        self._seen = key
         try:
             config = load_static_config(self.path)
         except ConfigError as exc:
@@ -81,13 +77,6 @@ class ConfigWatcher:
             versions=_versions(self.cache),
         )  # fmt: skip
         return bool(changed)
-
-    def _stat(self) -> StatKey | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def _versions(cache: ResourceCache) -> str:
