@@ -41,6 +41,7 @@ vllm:num_requests_waiting{model_name="/model/llama2"} 0.0
 # TYPE vllm:kv_cache_usage_perc gauge
 vllm:kv_cache_usage_perc{model_name="/model/llama2"} 0.1
 """
+GRPCIO_PATH = "Envoy + picker on grpcio"
 LUA = """\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -180,14 +181,17 @@ def main() -> int:
         "log_dir": work,
     }
 
-    def picker_stack(body_mode: str) -> LocalStack:
-        picker = StackConfig(picker_args=("--profile", args.profile), body_mode=body_mode, **common)  # type: ignore[arg-type]
+    def picker_stack(body_mode: str, *extra: str) -> LocalStack:
+        picker_args = ("--profile", args.profile, *extra)
+        picker = StackConfig(picker_args=picker_args, body_mode=body_mode, **common)  # type: ignore[arg-type]
         return LocalStack(picker)
 
     stacks = {
         "Envoy direct": LocalStack(StackConfig(with_picker=False, **common)),  # type: ignore[arg-type]
         "Envoy + picker": picker_stack("BUFFERED"),
         "Envoy + picker, full-duplex": picker_stack("FULL_DUPLEX_STREAMED"),
+        # The same picker on grpcio's grpc.aio server instead of the built-in HTTP/2 server.
+        GRPCIO_PATH: picker_stack("BUFFERED", "--grpc-server", "grpcio"),
     }
     results: dict[tuple[str, str, int], list[Sample]] = {}
     try:
@@ -248,6 +252,8 @@ def main() -> int:
     long_ratio = med("Envoy + picker", "100 KB", 32, "rps") / med(
         "Envoy + picker", "1 KB", 32, "rps"
     )
+    grpcio_added = med(GRPCIO_PATH, "1 KB", 1, "p50_ms") - med("Envoy direct", "1 KB", 1, "p50_ms")
+    grpcio_ratio32 = med(GRPCIO_PATH, "1 KB", 32, "rps") / med("Envoy direct", "1 KB", 32, "rps")
     checks = markdown_table(
         ["target", "measured", "goal", "met"],
         [
@@ -261,6 +267,10 @@ def main() -> int:
              "yes" if fd_added <= 1.0 else "no"],
             ["picker / direct throughput, full-duplex, 1 KB, conc. 32", f"{fd_ratio32:.0%}",
              "≥ 25%", "yes" if fd_ratio32 >= 0.25 else "no"],
+            ["diagnostic: added p50 latency on grpcio, 1 KB, conc. 1", f"{grpcio_added:.2f} ms",
+             "–", "–"],
+            ["diagnostic: picker on grpcio / direct throughput, 1 KB, conc. 32",
+             f"{grpcio_ratio32:.0%}", "–", "–"],
         ],
     )  # fmt: skip
     print("\n" + table + "\n\n" + checks)
@@ -269,7 +279,8 @@ def main() -> int:
         f"Command: `make bench-overhead` (`python -m bench.overhead --seconds {args.seconds:g} "
         f"--rounds {args.rounds} --profile {args.profile}`), {time.strftime('%Y-%m-%d')}, "
         f"{machine()}.\n\nEnvoy 1.40 `--concurrency 2`, wrk 1 thread, an instant Envoy upstream; "
-        f"picker profile `{args.profile}` (scheduler with fresh scraped metrics). Medians of "
+        f"picker profile `{args.profile}` (scheduler with fresh scraped metrics), served by the "
+        "built-in HTTP/2 server unless the row says grpcio (`--grpc-server grpcio`). Medians of "
         f"{args.rounds} alternating rounds of {args.seconds:g} s.\n\n{table}\n\n{checks}\n\n"
         "Where the time goes, and the designs measured against these targets: "
         "`docs/performance.md`.\n",

@@ -30,9 +30,16 @@ from extproc.scheduling.types import EndpointPicker
 from extproc.scraper.manager import ScrapeConfig, ScrapeManager
 from extproc.scraper.snapshot import DEFAULT_STALENESS_S, MetricsStore
 from extproc.server.exchange import Exchange, ExchangeSettings
+from extproc.server.listeners import (
+    BUILTIN,
+    BuiltinListener,
+    ExtProcListener,
+    GrpcioListener,
+    grpcio_options,
+)
 from extproc.server.observer import MetricsObserver
 from extproc.server.service import SERVICE_NAME, ExternalProcessor
-from extproc.tls import server_credentials, service_hosts
+from extproc.tls import server_credentials, server_ssl_context, service_hosts
 
 log = get_logger(__name__)
 
@@ -40,7 +47,6 @@ DEFAULT_GRPC_PORT = 9002
 DEFAULT_HEALTH_PORT = 9003
 DEFAULT_METRICS_PORT = 9090
 DEFAULT_DRAIN_SECONDS = 30.0
-MAX_GRPC_MESSAGE_BYTES = 64 * 1024 * 1024
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -69,18 +75,11 @@ class ServeConfig:
     cert_path: Path | None = None  # tls.crt/tls.key, reloaded on change; None: self-signed
     # How often the static config file is checked for changes; 0 disables reloading.
     config_poll_interval: float = DEFAULT_POLL_INTERVAL
+    # The ext_proc port's server: "builtin" (server/h2.py) or "grpcio" (grpc.aio).
+    grpc_server: str = BUILTIN
 
 
 LEAST_INFLIGHT = "least-inflight"
-
-
-def _grpc_options() -> list[tuple[str, int]]:
-    return [
-        # grpcio binds with SO_REUSEPORT by default: a stale server would silently share the port.
-        ("grpc.so_reuseport", 0),
-        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
-    ]
 
 
 class PickerApp:
@@ -115,6 +114,8 @@ class PickerApp:
             )
         self.processor = ExternalProcessor(self._new_exchange, self._may_serve)
         self.health = HealthServicer()
+        # The same statuses for the built-in server's synchronous health Check.
+        self.health_status: dict[str, int] = {}
         self.ports: dict[str, int] = {}
         # Kubernetes mode (built by `load()`): the watchers, leader election, API client.
         self.source: Any = None  # KubernetesSource; typed loosely to keep `kubernetes` lazy
@@ -199,6 +200,7 @@ class PickerApp:
         status = _SERVING if serving else _NOT_SERVING
         for service in ("readiness", SERVICE_NAME, ""):
             await self.health.set(service, status)
+            self.health_status[service] = status
         if serving != self._serving_now:
             log.info("serving_changed", serving=serving)
         self._serving_now = serving
@@ -210,22 +212,21 @@ class PickerApp:
             self._health_changed.clear()
             await self._set_serving(self.serving)
 
-    def _grpc_servers(self) -> tuple[grpc.aio.Server, grpc.aio.Server]:
+    def _grpc_servers(self) -> tuple[ExtProcListener, grpc.aio.Server]:
         """The ext_proc server (TLS with --secure-serving) and the plaintext health server."""
         cfg = self.config
-        server = grpc.aio.server(options=_grpc_options())
-        server.add_generic_rpc_handlers((self.processor.handler(),))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        address = f"{cfg.host}:{cfg.grpc_port}"
-        if cfg.secure_serving:
-            namespace = cfg.kubernetes.namespace if cfg.kubernetes else "default"
-            credentials = server_credentials(cfg.cert_path, service_hosts(namespace))
-            self.ports["grpc"] = server.add_secure_port(address, credentials)
+        address = (cfg.host, cfg.grpc_port)
+        hosts = service_hosts(cfg.kubernetes.namespace if cfg.kubernetes else "default")
+        server: ExtProcListener
+        if cfg.grpc_server == BUILTIN:
+            tls = server_ssl_context(cfg.cert_path, hosts) if cfg.secure_serving else None
+            server = BuiltinListener(self.processor, self.health_status.get, address, tls)
         else:
-            self.ports["grpc"] = server.add_insecure_port(address)
+            credentials = server_credentials(cfg.cert_path, hosts) if cfg.secure_serving else None
+            server = GrpcioListener(self.processor, self.health, address, credentials)
 
         # Plaintext on purpose: kubelet's gRPC probes do not speak TLS.
-        health_server = grpc.aio.server(options=_grpc_options())
+        health_server = grpc.aio.server(options=grpcio_options())
         health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
         self.ports["health"] = health_server.add_insecure_port(f"{cfg.host}:{cfg.grpc_health_port}")
         return server, health_server
@@ -242,6 +243,7 @@ class PickerApp:
         if self.scrapes is not None:
             await self.scrapes.start()
         await self.health.set("liveness", _SERVING)
+        self.health_status["liveness"] = _SERVING
         await self._set_serving(self.serving)
         health_task = asyncio.create_task(self._health_loop(), name="health")
         reload_task = (
@@ -253,7 +255,8 @@ class PickerApp:
             await self.source.start()
         if self.elector is not None:
             await self.elector.start()
-        await server.start()
+        # Ports in a stable order (grpc, health, metrics): scripts parse the line below.
+        self.ports = {"grpc": await server.start(), **self.ports}
         await health_server.start()
         log.info("serving", host=cfg.host, tls=cfg.secure_serving, **self.ports)
         print(

@@ -35,6 +35,7 @@ from extproc.server.exchange import (
     FULL_DUPLEX,
     ExchangeSettings,
 )
+from extproc.server.listeners import BUILTIN, GRPC_SERVERS
 
 BODY_MODES = {"buffered": BUFFERED, "full-duplex-streamed": FULL_DUPLEX}
 
@@ -103,6 +104,13 @@ def register(sub: Any) -> None:
         type=port_number,
         default=DEFAULT_GRPC_PORT,
         help="ext_proc gRPC port, 0 picks a free one (default: %(default)s)",
+    )
+    p.add_argument(
+        "--grpc-server",
+        choices=GRPC_SERVERS,
+        default=BUILTIN,
+        help="the ext_proc port's gRPC server: the built-in HTTP/2 server, or grpcio's "
+        "grpc.aio (slower; a fallback) (default: %(default)s)",
     )
     p.add_argument(
         "--grpc-health-port",
@@ -294,5 +302,6 @@ def _run(args: argparse.Namespace) -> int:
         kubernetes=kubernetes,
         secure_serving=secure_serving,
         cert_path=args.cert_path,
+        grpc_server=args.grpc_server,
     )
     return serve(config)

@@ -4,14 +4,20 @@
 for the picker Service's DNS names, ``localhost`` and 127.0.0.1 (as the reference EPP serves
 TLS with a self-signed certificate; clients either skip verification or pin this certificate).
 With `--cert-path DIR`, ``DIR/tls.crt`` and ``DIR/tls.key`` are served and re-read when their
-modification times change (a renewed Secret mounted by cert-manager), through grpc's
-dynamic server credentials, whose fetcher runs before each TLS handshake.
+modification times change (a renewed Secret mounted by cert-manager): on the built-in HTTP/2
+server by reloading its `ssl.SSLContext` (checked every second; new handshakes get the new
+pair), on grpcio through its dynamic server credentials, whose fetcher runs before each
+handshake.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+import os
+import ssl
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +35,7 @@ log = get_logger(__name__)
 SERVICE_NAME = "inference-gateway-ext-proc"
 CERT_FILE, KEY_FILE = "tls.crt", "tls.key"
 VALIDITY = datetime.timedelta(days=365)
+RELOAD_CHECK_SECONDS = 1.0
 
 
 def service_hosts(namespace: str = "default", service: str = SERVICE_NAME) -> tuple[str, ...]:
@@ -117,6 +124,36 @@ class CertificateFiles:
         self.loads += 1
         return grpc.ssl_server_certificate_configuration([pair])
 
+    def load_into(self, context: ssl.SSLContext) -> None:
+        """Load both files into `context` (ConfigError when missing, unreadable or invalid)."""
+        try:
+            stamp = self._mtimes()
+            context.load_cert_chain(self.cert, self.key)
+        except OSError as exc:
+            raise ConfigError(f"--cert-path: cannot read {exc.filename}: {exc.strerror}") from exc
+        except ssl.SSLError as exc:
+            raise ConfigError(f"--cert-path: {self.cert} / {self.key}: {exc.reason}") from exc
+        self._stamp = stamp
+        self.loads += 1
+
+    def refresh(self, context: ssl.SSLContext) -> bool:
+        """Reload into `context` if the files changed; a broken pair keeps the current one."""
+        try:
+            if self._mtimes() == self._stamp:
+                return False
+            self.load_into(context)
+        except (OSError, ConfigError) as exc:
+            log.warning("certificate_reload_failed", path=str(self.cert.parent), error=str(exc))
+            return False
+        log.info("certificate_reloaded", path=str(self.cert.parent))
+        return True
+
+    async def watch(self, context: ssl.SSLContext, interval: float = RELOAD_CHECK_SECONDS) -> None:
+        """Keep `context` in step with the files until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            self.refresh(context)
+
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
         """Fetcher for grpc's dynamic credentials: None keeps the current certificate."""
         try:
@@ -141,3 +178,28 @@ def server_credentials(
     files = CertificateFiles(cert_path)
     # The stub says the fetcher must return a configuration; grpc documents None as no change.
     return grpc.dynamic_ssl_server_credentials(files.load(), files.fetch)  # type: ignore[arg-type]
+
+
+def server_ssl_context(
+    cert_path: Path | None, hosts: Sequence[str] = service_hosts()
+) -> tuple[ssl.SSLContext, CertificateFiles | None]:
+    """TLS for the built-in HTTP/2 server (ALPN h2), and the files to watch, if any."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["h2"])
+    if cert_path is not None:
+        files = CertificateFiles(cert_path)
+        files.load_into(context)
+        return context, files
+    cert_pem, key_pem = self_signed_certificate(hosts)
+    log.info("certificate_generated", hosts=",".join(hosts))
+    # `load_cert_chain` reads files only: the generated pair lives on disk for one call, in a
+    # directory only this user can read.
+    with tempfile.TemporaryDirectory(prefix="extproc-tls-") as directory:
+        cert, key = Path(directory, CERT_FILE), Path(directory, KEY_FILE)
+        cert.write_bytes(cert_pem)
+        key.touch(mode=0o600)
+        key.write_bytes(key_pem)
+        os.chmod(key, 0o600)
+        context.load_cert_chain(cert, key)
+    return context, None

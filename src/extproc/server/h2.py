@@ -1,0 +1,678 @@
+"""A purpose-built gRPC-over-HTTP/2 server for the ext_proc hot path, on asyncio.
+
+Why not grpcio: with grpc.aio every message crosses grpc's completion-queue thread, the event
+loop and a coroutine step, and that machinery, not the picker's logic, was most of the CPU per
+request (docs/performance.md; a constant-reply grpc.aio server was barely faster than the
+picker). grpclib (pure Python over the `h2` state machine) measured the same. Envoy is our only
+client, every call is one bidirectional stream of small protobuf messages, and the picker's
+per-message work is synchronous (`Exchange.handle`), so this server does the whole job inside
+`data_received`: parse frames, run the handler, write every reply of the batch with one
+`transport.write`. No thread hop, no coroutine per message.
+
+What it implements (RFC 9113 and the gRPC HTTP/2 protocol, server side):
+- connection preface, SETTINGS (with ACK), PING (ACK), GOAWAY both ways, RST_STREAM,
+  WINDOW_UPDATE, PRIORITY (ignored), unknown frame types (ignored), padding, CONTINUATION;
+- HPACK decoding with the well-kept `hpack` library (one decoder per connection, fed every
+  header block so its dynamic table stays in step with the client); our own header blocks are
+  constant and encoded as literals without indexing, so they need no encoder state;
+- flow control in both directions: generous receive windows replenished at half use; sends
+  respect the client's connection and stream windows and the client's maximum frame size, and
+  wait for WINDOW_UPDATE when a window is exhausted;
+- gRPC length-prefixed messages split across or packed into DATA frames, uncompressed only
+  (we advertise no `grpc-accept-encoding`), a per-message size limit, trailers with
+  `grpc-status`/`grpc-message`, trailers-only error responses;
+- graceful stop: GOAWAY, open streams finish until a deadline, then connections close.
+
+Handlers are `SessionFactory` callables per method path; a `StreamSession` receives each
+request message as bytes and returns the serialised replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import struct
+import urllib.parse
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import hpack
+from google.protobuf.message import DecodeError, Message
+
+from extproc.logs import get_logger
+
+log = get_logger(__name__)
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# Frame types (RFC 9113 §6).
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
+WINDOW_UPDATE, CONTINUATION = 8, 9
+# Flags.
+END_STREAM = ACK = 0x1
+END_HEADERS = 0x4
+PADDED = 0x8
+PRIORITY_FLAG = 0x20
+# Error codes (RFC 9113 §7).
+NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
+FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 6, 7, 8, 9
+# Settings.
+SETTINGS_HEADER_TABLE_SIZE, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 0x1, 0x4, 0x5
+SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
+
+DEFAULT_WINDOW = 65_535
+DEFAULT_MAX_FRAME = 16_384
+MAX_WINDOW = 2**31 - 1
+# What we advertise: large windows and frames, so that a 100 KB body is one frame and no
+# WINDOW_UPDATE is needed for most streams.
+RECEIVE_WINDOW = 16 * 1024 * 1024
+RECEIVE_MAX_FRAME = 1024 * 1024
+MAX_HEADER_BLOCK = 64 * 1024
+
+# gRPC status codes.
+OK, CANCELLED, UNKNOWN, INTERNAL, UNIMPLEMENTED, UNAVAILABLE = 0, 1, 2, 13, 12, 14
+RESOURCE_EXHAUSTED = 8
+
+_FRAME_HEADER = struct.Struct(">HBBBI")  # 24-bit length as 16 + 8 bits, type, flags, stream
+_SETTING = struct.Struct(">HI")
+_U32 = struct.Struct(">I")
+_GRPC_PREFIX = struct.Struct(">BI")
+
+
+def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    size = len(payload)
+    return _FRAME_HEADER.pack(size >> 8, size & 0xFF, kind, flags, stream_id) + payload
+
+
+def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
+    """RFC 7541 §5.1 integer with an N-bit prefix; `first` holds the pattern bits above it."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _literal(name: bytes, value: bytes) -> bytes:
+    """A literal header field without indexing, new name, no Huffman coding (§6.2.2)."""
+    return b"\x00" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value
+
+
+# `:status: 200` is static-table entry 8; `content-type` is static name 31.
+_RESPONSE_HEADERS = b"\x88" + _hpack_int(31, 4) + _hpack_int(16, 7) + b"application/grpc"
+
+
+def _status_block(status: int, message: str) -> bytes:
+    block = _literal(b"grpc-status", str(status).encode())
+    if message:
+        # grpc-message is percent-encoded (gRPC HTTP/2 protocol, "Responses").
+        encoded = urllib.parse.quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
+        block += _literal(b"grpc-message", encoded.encode())
+    return block
+
+
+class StreamSession(Protocol):
+    """One gRPC call. `on_message` returns the serialised replies to send, in order."""
+
+    def on_message(self, data: bytes) -> Iterable[bytes]: ...
+
+    def on_close(self) -> None:
+        """The call ended (finished, cancelled or the connection was lost); called once."""
+
+
+class GrpcError(Exception):
+    """Raised by a session factory or `on_message`: ends the call with this status."""
+
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+SessionFactory = Callable[[], StreamSession]
+_M = TypeVar("_M", bound=Message)
+
+
+def decode(message_type: type[_M], data: bytes) -> _M:
+    """Parse a request message; an undecodable one ends the call with INTERNAL."""
+    try:
+        return message_type.FromString(data)
+    except DecodeError as exc:
+        raise GrpcError(INTERNAL, f"undecodable {message_type.__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerLimits:
+    max_message_bytes: int = 64 * 1024 * 1024
+
+
+class _Refused:
+    """The session of a call refused at its headers; the refusal is sent on its first data."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: GrpcError) -> None:
+        self.error = error
+
+    def on_message(self, data: bytes) -> Iterable[bytes]:
+        raise self.error
+
+    def on_close(self) -> None:
+        pass
+
+
+class _Stream:
+    __slots__ = (
+        "buffer",
+        "headers_sent",
+        "id",
+        "pending",
+        "remote_closed",
+        "send_window",
+        "session",
+        "trailers",
+        "unacked",
+    )  # fmt: skip
+
+    def __init__(self, stream_id: int, session: StreamSession, send_window: int) -> None:
+        self.id = stream_id
+        self.session = session
+        self.buffer = bytearray()  # an incomplete gRPC message
+        self.send_window = send_window
+        self.unacked = 0  # received DATA bytes not yet returned with WINDOW_UPDATE
+        self.pending: deque[memoryview] = deque()  # DATA waiting for flow-control window
+        self.trailers: bytes | None = None  # sent once `pending` drains
+        self.headers_sent = False
+        self.remote_closed = False
+
+
+class _ConnectionError(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/2 connection from Envoy."""
+
+    def __init__(self, server: GrpcServer) -> None:
+        self._server = server
+        self._routes = server.routes
+        self._max_message = server.limits.max_message_bytes
+        self._transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._preface_seen = False
+        self._decoder = hpack.Decoder()  # 4,096-byte table: we never raise the default
+        self._streams: dict[int, _Stream] = {}
+        self._last_stream = 0
+        self._out: list[bytes] = []
+        self._peer_window = DEFAULT_WINDOW  # initial stream send window (peer SETTINGS)
+        self._peer_max_frame = DEFAULT_MAX_FRAME
+        self._conn_send_window = DEFAULT_WINDOW
+        self._conn_unacked = 0
+        self._blocked: dict[int, None] = {}  # streams with pending DATA, in arrival order
+        # A header block being continued: (stream id, END_STREAM on its HEADERS, fragments).
+        self._continuation: tuple[int, bool, list[bytes]] | None = None
+        self.going_away = False
+        self._close_after_flush = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._server.connections.add(self)
+        settings = _SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, RECEIVE_WINDOW) + _SETTING.pack(
+            SETTINGS_MAX_FRAME_SIZE, RECEIVE_MAX_FRAME
+        )
+        transport.write(
+            frame(SETTINGS, 0, 0, settings)
+            + frame(WINDOW_UPDATE, 0, 0, _U32.pack(RECEIVE_WINDOW - DEFAULT_WINDOW))
+        )
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        try:
+            consumed = self._receive(buffer)
+        except _ConnectionError as exc:
+            log.warning("http2_connection_error", code=exc.code, reason=str(exc))
+            self._goaway(exc.code, str(exc))
+            self._close_when_flushed()
+            self._flush()
+            return
+        except Exception as exc:  # a bug here must cost one connection, not the server
+            log.error("http2_connection_failed", error=repr(exc), exc_info=True)
+            self._goaway(INTERNAL_ERROR)
+            self._close_when_flushed()
+            self._flush()
+            return
+        self._buffer = buffer[consumed:]
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+        for stream in list(self._streams.values()):
+            self._end(stream)
+        self._transport = None
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+    # -- inbound ----------------------------------------------------------------------------
+    def _receive(self, buffer: bytes) -> int:
+        """Handle every complete frame in `buffer`; return the number of bytes consumed."""
+        pos = 0
+        if not self._preface_seen:
+            if len(buffer) < len(PREFACE):
+                if not PREFACE.startswith(buffer):
+                    raise _ConnectionError(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                return 0
+            if not buffer.startswith(PREFACE):
+                raise _ConnectionError(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+            self._preface_seen = True
+            pos = len(PREFACE)
+        end = len(buffer)
+        while end - pos >= 9:
+            high, low, kind, flags, stream_id = _FRAME_HEADER.unpack_from(buffer, pos)
+            size = (high << 8) | low
+            if size > RECEIVE_MAX_FRAME:
+                raise _ConnectionError(FRAME_SIZE_ERROR, f"frame of {size} bytes")
+            if end - pos - 9 < size:
+                break
+            payload = buffer[pos + 9 : pos + 9 + size]
+            pos += 9 + size
+            stream_id &= 0x7FFFFFFF
+            if self._continuation is not None and kind != CONTINUATION:
+                raise _ConnectionError(PROTOCOL_ERROR, "expected CONTINUATION")
+            if kind == DATA:
+                self._on_data(stream_id, flags, payload, size)
+            elif kind == HEADERS:
+                self._on_headers(stream_id, flags, payload)
+            elif kind == CONTINUATION:
+                self._on_continuation(stream_id, flags, payload)
+            elif kind == WINDOW_UPDATE:
+                self._on_window_update(stream_id, payload)
+            elif kind == SETTINGS:
+                self._on_settings(stream_id, flags, payload)
+            elif kind == PING:
+                if len(payload) != 8:
+                    raise _ConnectionError(FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
+                if not flags & ACK:
+                    self._out.append(frame(PING, ACK, 0, payload))
+            elif kind == RST_STREAM:
+                stream = self._streams.get(stream_id)
+                if stream is not None:
+                    self._end(stream)
+            elif kind == GOAWAY:
+                self.going_away = True
+            elif kind == PUSH_PROMISE:
+                raise _ConnectionError(PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+            # PRIORITY and unknown frame types are ignored (RFC 9113 §5.5).
+        if self.going_away and not self._streams:
+            self._close_when_flushed()
+        return pos
+
+    @staticmethod
+    def _unpad(flags: int, payload: bytes) -> bytes:
+        if not flags & PADDED:
+            return payload
+        if not payload or payload[0] >= len(payload):
+            raise _ConnectionError(PROTOCOL_ERROR, "bad padding")
+        return payload[1 : len(payload) - payload[0]]
+
+    def _on_data(self, stream_id: int, flags: int, payload: bytes, size: int) -> None:
+        if stream_id == 0:
+            raise _ConnectionError(PROTOCOL_ERROR, "DATA on stream 0")
+        # Every DATA byte counts against the connection window, even on streams we closed.
+        self._conn_unacked += size
+        if self._conn_unacked >= RECEIVE_WINDOW // 2:
+            self._out.append(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._conn_unacked)))
+            self._conn_unacked = 0
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.remote_closed:
+            return  # a stream we already ended (or reset): drop its data
+        data = self._unpad(flags, payload)
+        stream.unacked += size
+        if not flags & END_STREAM and stream.unacked >= RECEIVE_WINDOW // 2:
+            self._out.append(frame(WINDOW_UPDATE, 0, stream_id, _U32.pack(stream.unacked)))
+            stream.unacked = 0
+        if data:
+            self._on_grpc_bytes(stream, data)
+        if flags & END_STREAM and stream.id in self._streams:
+            self._remote_end(stream)
+
+    def _on_grpc_bytes(self, stream: _Stream, data: bytes) -> None:
+        buffer = stream.buffer
+        if buffer:
+            buffer += data
+            data = bytes(buffer)
+            buffer.clear()
+        pos, end = 0, len(data)
+        while end - pos >= 5:
+            compressed, size = _GRPC_PREFIX.unpack_from(data, pos)
+            if size > self._max_message:
+                self._fail(stream, RESOURCE_EXHAUSTED, f"message of {size} bytes over the limit")
+                return
+            if end - pos - 5 < size:
+                break
+            if compressed:
+                self._fail(stream, INTERNAL, "compressed messages are not accepted")
+                return
+            message = data[pos + 5 : pos + 5 + size]
+            pos += 5 + size
+            try:
+                replies = stream.session.on_message(message)
+                for reply in replies:
+                    self._send_message(stream, reply)
+            except GrpcError as exc:
+                self._fail(stream, exc.status, exc.message)
+                return
+            except Exception as exc:  # a handler bug costs one call, never the connection
+                log.error("grpc_handler_failed", error=repr(exc), exc_info=True)
+                self._fail(stream, INTERNAL, "internal error")
+                return
+            if stream.id not in self._streams:
+                return
+        if pos < end:
+            if end - pos > self._max_message + 5:
+                self._fail(stream, RESOURCE_EXHAUSTED, "message over the limit")
+                return
+            buffer += data[pos:]
+
+    def _on_headers(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise _ConnectionError(PROTOCOL_ERROR, "HEADERS on stream 0")
+        block = self._unpad(flags, payload)
+        if flags & PRIORITY_FLAG:
+            block = block[5:]
+        if flags & END_HEADERS:
+            self._on_header_block(stream_id, bool(flags & END_STREAM), block)
+        else:
+            self._continuation = (stream_id, bool(flags & END_STREAM), [block])
+
+    def _on_continuation(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if self._continuation is None or self._continuation[0] != stream_id:
+            raise _ConnectionError(PROTOCOL_ERROR, "unexpected CONTINUATION")
+        fragments = self._continuation[2]
+        fragments.append(payload)
+        if sum(map(len, fragments)) > MAX_HEADER_BLOCK:
+            raise _ConnectionError(PROTOCOL_ERROR, "header block too large")
+        if flags & END_HEADERS:
+            _, end_stream, _ = self._continuation
+            self._continuation = None
+            self._on_header_block(stream_id, end_stream, b"".join(fragments))
+
+    def _on_header_block(self, stream_id: int, end_stream: bool, block: bytes) -> None:
+        try:
+            headers = self._decoder.decode(block, raw=True)
+        except hpack.HPACKError as exc:
+            raise _ConnectionError(COMPRESSION_ERROR, f"HPACK: {exc}") from exc
+        stream = self._streams.get(stream_id)
+        if stream is not None:  # trailers from the client end its side of the call
+            if end_stream:
+                self._remote_end(stream)
+            return
+        if stream_id <= self._last_stream or not stream_id & 1:
+            if stream_id > self._last_stream:
+                raise _ConnectionError(PROTOCOL_ERROR, f"even stream id {stream_id}")
+            return  # headers for a stream that already ended: nothing to do
+        self._last_stream = stream_id
+        if self.going_away or self._server.stopping:
+            self._out.append(frame(RST_STREAM, 0, stream_id, _U32.pack(REFUSED_STREAM)))
+            return
+        path = next((value for name, value in headers if name == b":path"), b"")
+        factory = self._routes.get(path.decode("latin-1"))
+        session: StreamSession
+        try:
+            if factory is None:
+                raise GrpcError(UNIMPLEMENTED, f"unknown method {path.decode('latin-1')!r}")
+            session = factory()
+        except GrpcError as exc:
+            if end_stream:
+                self._trailers_only(stream_id, exc.status, exc.message)
+                return
+            # Answer when the client's first message (or end of stream) arrives: grpcio's
+            # client reports "Internal error from Core" instead of our status when the call
+            # ends before it has written its first message.
+            session = _Refused(exc)
+        stream = _Stream(stream_id, session, self._peer_window)
+        self._streams[stream_id] = stream
+        self._server.open_streams += 1
+        if end_stream:
+            self._remote_end(stream)
+
+    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise _ConnectionError(FRAME_SIZE_ERROR, "WINDOW_UPDATE payload is not 4 bytes")
+        increment = _U32.unpack(payload)[0] & 0x7FFFFFFF
+        if stream_id == 0:
+            self._conn_send_window += increment
+        else:
+            stream = self._streams.get(stream_id)
+            if stream is None:
+                return
+            stream.send_window += increment
+        if self._blocked:
+            self._unblock()
+
+    def _on_settings(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if stream_id != 0:
+            raise _ConnectionError(PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & ACK:
+            return
+        if len(payload) % 6:
+            raise _ConnectionError(FRAME_SIZE_ERROR, "SETTINGS payload not a multiple of 6")
+        for offset in range(0, len(payload), 6):
+            key, value = _SETTING.unpack_from(payload, offset)
+            if key == SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise _ConnectionError(FLOW_CONTROL_ERROR, "initial window too large")
+                delta = value - self._peer_window
+                self._peer_window = value
+                for stream in self._streams.values():
+                    stream.send_window += delta
+            elif key == SETTINGS_MAX_FRAME_SIZE:
+                if not DEFAULT_MAX_FRAME <= value <= 2**24 - 1:
+                    raise _ConnectionError(PROTOCOL_ERROR, "bad SETTINGS_MAX_FRAME_SIZE")
+                self._peer_max_frame = value
+            # HEADER_TABLE_SIZE only bounds an encoder's dynamic table, and ours uses none.
+        self._out.append(frame(SETTINGS, ACK, 0))
+        if self._blocked:
+            self._unblock()
+
+    # -- outbound ---------------------------------------------------------------------------
+    def _send_message(self, stream: _Stream, payload: bytes) -> None:
+        if not stream.headers_sent:
+            stream.headers_sent = True
+            self._out.append(frame(HEADERS, END_HEADERS, stream.id, _RESPONSE_HEADERS))
+        size = len(payload)
+        prefix = _GRPC_PREFIX.pack(0, size)
+        total = size + 5
+        if (
+            not stream.pending
+            and total <= self._peer_max_frame
+            and total <= stream.send_window
+            and total <= self._conn_send_window
+        ):
+            stream.send_window -= total
+            self._conn_send_window -= total
+            self._out.append(
+                _FRAME_HEADER.pack(total >> 8, total & 0xFF, DATA, 0, stream.id) + prefix + payload
+            )
+            return
+        stream.pending.append(memoryview(prefix + payload))
+        self._drain(stream)
+
+    def _drain(self, stream: _Stream) -> None:
+        """Send as much of `stream.pending` as the windows allow; then its trailers."""
+        while stream.pending:
+            allowed = min(stream.send_window, self._conn_send_window, self._peer_max_frame)
+            if allowed <= 0:
+                self._blocked[stream.id] = None
+                return
+            chunk = stream.pending[0]
+            piece = chunk[:allowed]
+            if len(piece) == len(chunk):
+                stream.pending.popleft()
+            else:
+                stream.pending[0] = chunk[allowed:]
+            stream.send_window -= len(piece)
+            self._conn_send_window -= len(piece)
+            self._out.append(frame(DATA, 0, stream.id, bytes(piece)))
+        self._blocked.pop(stream.id, None)
+        if stream.trailers is not None:
+            self._out.append(frame(HEADERS, END_STREAM | END_HEADERS, stream.id, stream.trailers))
+            self._end(stream)
+
+    def _unblock(self) -> None:
+        for stream_id in list(self._blocked):
+            stream = self._streams.get(stream_id)
+            if stream is None:
+                self._blocked.pop(stream_id, None)
+                continue
+            self._drain(stream)
+            if self._conn_send_window <= 0:
+                break
+        if self.going_away and not self._streams:
+            self._close_when_flushed()
+
+    def _finish(self, stream: _Stream, status: int, message: str = "") -> None:
+        """End the call with trailers (after any DATA still waiting for window)."""
+        if not stream.headers_sent:
+            stream.headers_sent = True
+            block = _RESPONSE_HEADERS + _status_block(status, message)
+            self._out.append(frame(HEADERS, END_STREAM | END_HEADERS, stream.id, block))
+            self._end(stream)
+            return
+        trailers = _status_block(status, message)
+        if stream.pending:
+            stream.trailers = trailers
+            return
+        self._out.append(frame(HEADERS, END_STREAM | END_HEADERS, stream.id, trailers))
+        self._end(stream)
+
+    def _remote_end(self, stream: _Stream) -> None:
+        stream.remote_closed = True
+        if isinstance(stream.session, _Refused):
+            self._finish(stream, stream.session.error.status, stream.session.error.message)
+        else:
+            self._finish(stream, OK)
+
+    def _fail(self, stream: _Stream, status: int, message: str) -> None:
+        # No RST_STREAM after the trailers: grpcio's client may then report INTERNAL instead
+        # of our status. Whatever the client still sends on the stream is dropped.
+        stream.pending.clear()
+        self._finish(stream, status, message)
+
+    def _trailers_only(self, stream_id: int, status: int, message: str) -> None:
+        block = _RESPONSE_HEADERS + _status_block(status, message)
+        self._out.append(frame(HEADERS, END_STREAM | END_HEADERS, stream_id, block))
+
+    def _end(self, stream: _Stream) -> None:
+        """Forget the stream and tell its session, exactly once."""
+        if self._streams.pop(stream.id, None) is None:
+            return
+        self._blocked.pop(stream.id, None)
+        self._server.open_streams -= 1
+        try:
+            stream.session.on_close()
+        except Exception as exc:
+            log.error("grpc_session_close_failed", error=repr(exc), exc_info=True)
+        self._server.stream_ended()
+
+    def _flush(self) -> None:
+        if self._transport is None:
+            self._out.clear()
+            return
+        if self._out:
+            self._transport.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
+            self._out.clear()
+        if self._close_after_flush:
+            self._transport.close()  # asyncio writes what is buffered, then closes
+
+    def _goaway(self, code: int, reason: str = "") -> None:
+        payload = _U32.pack(self._last_stream) + _U32.pack(code) + reason.encode()[:256]
+        self._out.append(frame(GOAWAY, 0, 0, payload))
+
+    def _close_when_flushed(self) -> None:
+        self._close_after_flush = True
+
+    # -- server control ---------------------------------------------------------------------
+    def start_going_away(self) -> None:
+        """Graceful stop: no new streams; the open ones finish, then the connection closes."""
+        self.going_away = True
+        self._goaway(NO_ERROR)
+        if not self._streams:
+            self._close_when_flushed()
+        self._flush()
+
+    def cancel_all(self) -> None:
+        """The drain deadline passed: end every open stream and close the connection."""
+        for stream in list(self._streams.values()):
+            self._out.append(frame(RST_STREAM, 0, stream.id, _U32.pack(CANCEL)))
+            self._end(stream)
+        self._close_when_flushed()
+        self._flush()
+
+
+class GrpcServer:
+    """Serves `routes` ({"/package.Service/Method": SessionFactory}) on one TCP port."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, SessionFactory],
+        *,
+        limits: ServerLimits | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.routes = dict(routes)
+        self.limits = limits or ServerLimits()
+        self._ssl = ssl_context
+        self.connections: set[_Connection] = set()
+        self.open_streams = 0
+        self.stopping = False
+        self._server: asyncio.Server | None = None
+        self._idle = asyncio.Event()
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; return the bound port (useful with port 0)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), host, port, ssl=self._ssl, reuse_address=True
+        )
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def stream_ended(self) -> None:
+        if self.stopping and self.open_streams == 0:
+            self._idle.set()
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new connections and streams; give open streams `grace` seconds to finish."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.start_going_away()
+        if self.open_streams:
+            try:
+                await asyncio.wait_for(self._idle.wait(), grace)
+            except TimeoutError:
+                log.warning("drain_deadline_passed", open_streams=self.open_streams)
+        for connection in list(self.connections):
+            connection.cancel_all()
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,399 @@
+"""The built-in HTTP/2 gRPC server against real clients on loopback.
+
+grpcio's C-core client checks the protocol strictly (framing, trailers, flow control); the `h2`
+library drives the corner cases grpcio never produces (padding, CONTINUATION, tiny windows and
+frames, PING, a bad preface).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import hpack
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from extproc.server.h2 import (
+    INTERNAL,
+    UNAVAILABLE,
+    GrpcError,
+    GrpcServer,
+    ServerLimits,
+)
+from extproc.server.health import CHECK_PATH, HealthCheckSession
+
+pytestmark = pytest.mark.timeout(30)
+
+ECHO = "/test.Echo/Chat"
+REFUSE = "/test.Echo/Refused"
+
+
+class Recorder:
+    """Sessions that answer each message with it reversed (b"boom" raises, b"many" replies 3x)."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed = 0
+        self.received: list[bytes] = []
+        self.closed_event = asyncio.Event()
+
+    def session(self) -> EchoSession:
+        self.opened += 1
+        return EchoSession(self)
+
+
+class EchoSession:
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+
+    def on_message(self, data: bytes) -> Iterable[bytes]:
+        self._recorder.received.append(data)
+        if data == b"boom":
+            raise RuntimeError("handler bug")
+        if data == b"many":
+            return [b"1", b"2", b"3"]
+        return [data[::-1]]
+
+    def on_close(self) -> None:
+        self._recorder.closed += 1
+        self._recorder.closed_event.set()
+
+
+def refuse() -> EchoSession:
+    raise GrpcError(UNAVAILABLE, "standby replica: not the leader")
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[GrpcServer, Recorder, int]]:
+    recorder = Recorder()
+    statuses = {"": health_pb2.HealthCheckResponse.SERVING}
+    server = GrpcServer(
+        {
+            ECHO: recorder.session,
+            REFUSE: refuse,
+            CHECK_PATH: lambda: HealthCheckSession(statuses.get),
+        },
+        limits=ServerLimits(max_message_bytes=4 * 1024 * 1024),
+    )
+    port = await server.start("127.0.0.1", 0)
+    yield server, recorder, port
+    await server.stop(0)
+
+
+def chat(channel: grpc.aio.Channel, path: str = ECHO) -> grpc.aio.StreamStreamMultiCallable:
+    return channel.stream_stream(path)
+
+
+async def test_bidirectional_stream_round_trips_in_order(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    server, recorder, port = served
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = chat(channel)()
+        for text in (b"abc", b"", b"many", b"xyz"):
+            await call.write(text)
+        await call.done_writing()
+        replies = [reply async for reply in call]
+        assert replies == [b"cba", b"", b"1", b"2", b"3", b"zyx"]
+        assert await call.code() == grpc.StatusCode.OK
+    await asyncio.wait_for(recorder.closed_event.wait(), 5)
+    assert (recorder.opened, recorder.closed, server.open_streams) == (1, 1, 0)
+
+
+async def test_many_concurrent_streams_share_one_connection(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    _, recorder, port = served
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+
+        async def one(n: int) -> list[bytes]:
+            call = chat(channel)()
+            await call.write(str(n).encode() * 3)
+            await call.done_writing()
+            return [reply async for reply in call]
+
+        results = await asyncio.gather(*(one(n) for n in range(50)))
+    assert results == [[(str(n).encode() * 3)[::-1]] for n in range(50)]
+    assert recorder.closed == 50
+
+
+async def test_large_messages_respect_the_clients_flow_control(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    # 3 MB each way: far beyond the client's initial 64 KB windows and 16 KB frames.
+    _, _, port = served
+    payload = bytes(range(256)) * (3 * 4096)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = chat(channel)()
+        await call.write(payload)
+        await call.write(b"tail")
+        await call.done_writing()
+        replies = [reply async for reply in call]
+    assert replies == [payload[::-1], b"liat"]
+
+
+async def test_errors_become_grpc_statuses_and_the_connection_survives(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    _, recorder, port = served
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        unknown = chat(channel, "/test.Echo/Nope")()
+        await unknown.done_writing()
+        assert await unknown.code() == grpc.StatusCode.UNIMPLEMENTED
+
+        # A refusal waits for the client's first message: grpcio's client would report its own
+        # INTERNAL error if the call ended before its write (a race every time without it).
+        for _ in range(10):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                _ = [r async for r in chat(channel, REFUSE)(iter([b"hello"]))]
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert refused.value.details() == "standby replica: not the leader"
+
+        failing = chat(channel)()
+        await failing.write(b"boom")
+        assert await failing.code() == grpc.StatusCode.INTERNAL
+
+        too_big = chat(channel)()
+        await too_big.write(b"x" * (5 * 1024 * 1024))
+        assert await too_big.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        after = chat(channel)()
+        await after.write(b"ok")
+        await after.done_writing()
+        assert [r async for r in after] == [b"ko"]
+    assert recorder.closed == recorder.opened == 3
+
+
+async def test_a_cancelled_call_closes_its_session(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    server, recorder, port = served
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = chat(channel)()
+        await call.write(b"one")
+        assert await call.read() == b"eno"
+        call.cancel()
+        await asyncio.wait_for(recorder.closed_event.wait(), 5)
+    assert server.open_streams == 0
+
+
+async def test_health_check_answers_known_services(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    _, _, port = served
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.Check(health_pb2.HealthCheckRequest(service="other"))
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@contextlib.asynccontextmanager
+async def open_call() -> AsyncIterator[tuple[GrpcServer, Recorder, grpc.aio.Channel, Any]]:
+    """A server of its own (the tests stop it) and one call on it that has round-tripped."""
+    recorder = Recorder()
+    server = GrpcServer({ECHO: recorder.session})
+    port = await server.start("127.0.0.1", 0)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = chat(channel)()
+        await call.write(b"before")
+        assert await call.read() == b"erofeb"
+        yield server, recorder, channel, call
+
+
+async def test_stop_lets_open_streams_finish_and_refuses_new_ones() -> None:
+    async with open_call() as (server, recorder, channel, call):
+        stopping = asyncio.create_task(server.stop(5))
+        await asyncio.sleep(0.1)
+        await call.write(b"during")  # the open stream still works while draining
+        assert await call.read() == b"gnirud"
+        await call.done_writing()
+        assert await call.code() == grpc.StatusCode.OK
+        await asyncio.wait_for(stopping, 5)
+        late = chat(channel)()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await late.write(b"late")
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert recorder.opened == recorder.closed == 1
+
+
+async def test_stop_cancels_streams_still_open_at_the_deadline() -> None:
+    async with open_call() as (server, recorder, _, call):
+        await server.stop(0.2)
+        assert recorder.closed == 1
+        assert server.open_streams == 0
+        assert await call.code() != grpc.StatusCode.OK
+
+
+# -- corner cases with a hand-driven HTTP/2 client ------------------------------------------
+
+
+def grpc_frame(payload: bytes) -> bytes:
+    return struct.pack(">BI", 0, len(payload)) + payload
+
+
+class RawClient:
+    """An `h2` client connection over an asyncio stream, for frames grpcio never sends."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.events: list[h2.events.Event] = []
+
+    @classmethod
+    async def connect(cls, port: int, settings: dict[int, int] | None = None) -> RawClient:
+        client = cls(*await asyncio.open_connection("127.0.0.1", port))
+        client.conn.local_settings = h2.settings.Settings(
+            client=True, initial_values=settings or {}
+        )
+        client.conn.initiate_connection()
+        await client.flush()
+        return client
+
+    async def flush(self) -> None:
+        self.writer.write(self.conn.data_to_send())
+        await self.writer.drain()
+
+    @staticmethod
+    def headers(path: str) -> list[tuple[str, str]]:
+        return [
+            (":method", "POST"), (":scheme", "http"), (":path", path),
+            (":authority", "test"), ("content-type", "application/grpc"), ("te", "trailers"),
+        ]  # fmt: skip
+
+    async def until(self, done: type[h2.events.Event], stream_id: int | None = None) -> bytes:
+        """Read until an event of type `done` (on `stream_id`); return the DATA received."""
+        data = bytearray()
+        finished = False
+        while not finished:
+            chunk = await asyncio.wait_for(self.reader.read(65536), 5)
+            if not chunk:
+                break
+            for event in self.conn.receive_data(chunk):
+                self.events.append(event)
+                if isinstance(event, h2.events.DataReceived):
+                    data += event.data
+                    self.conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                if isinstance(event, done) and (
+                    stream_id is None or getattr(event, "stream_id", None) == stream_id
+                ):
+                    finished = True
+            await self.flush()
+        return bytes(data)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def read_frames(
+    reader: asyncio.StreamReader, until: Callable[[int, int, int], bool]
+) -> list[tuple[int, int, int, bytes]]:
+    """Raw frames (type, flags, stream, payload) up to the first one `until` accepts."""
+    frames = []
+    while True:
+        header = await asyncio.wait_for(reader.readexactly(9), 5)
+        high, low, kind, flags, stream_id = struct.unpack(">HBBBI", header)
+        payload = await reader.readexactly((high << 8) | low)
+        frames.append((kind, flags, stream_id, payload))
+        if until(kind, flags, stream_id):
+            return frames
+
+
+async def test_padding_continuation_and_ping(served: tuple[GrpcServer, Recorder, int]) -> None:
+    _, _, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    # A header block split over HEADERS + CONTINUATION, a padded DATA frame ending the stream,
+    # then a PING: all hand-made frames (no client library sends these shapes on demand).
+    block = hpack.Encoder().encode(RawClient.headers(ECHO))
+    first, rest = block[:5], block[5:]
+    message = grpc_frame(b"padded")
+    padded = bytes([7]) + message + b"\x00" * 7
+    writer.write(
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        + struct.pack(">HBBBI", 0, 0, 0x4, 0x0, 0)  # SETTINGS, empty
+        + struct.pack(">HBBBI", 0, len(first), 0x1, 0x0, 1) + first  # HEADERS, no END_HEADERS
+        + struct.pack(">HBBBI", 0, len(rest), 0x9, 0x4, 1) + rest  # CONTINUATION, END_HEADERS
+        + struct.pack(">HBBBI", 0, len(padded), 0x0, 0x8 | 0x1, 1) + padded  # DATA PADDED|END
+        + struct.pack(">HBBBI", 0, 8, 0x6, 0x0, 0) + b"pingpong"  # PING
+    )  # fmt: skip
+    frames = await read_frames(reader, lambda kind, flags, _: kind == 0x6 and bool(flags & 1))
+    data = b"".join(p for kind, _, sid, p in frames if kind == 0x0 and sid == 1)
+    assert data == grpc_frame(b"deddap")
+    decoder = hpack.Decoder()
+    blocks = [decoder.decode(p) for kind, _, sid, p in frames if kind == 0x1 and sid == 1]
+    assert blocks[0][:2] == [(":status", "200"), ("content-type", "application/grpc")]
+    assert blocks[-1] == [("grpc-status", "0")]
+    assert (0x6, 0x1, 0, b"pingpong") in frames  # the PING's ACK
+    writer.close()
+
+
+async def test_tiny_client_windows_and_frames_split_and_resume(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    _, _, port = served
+    codes = h2.settings.SettingCodes
+    client = await RawClient.connect(
+        port, {codes.INITIAL_WINDOW_SIZE: 100, codes.MAX_FRAME_SIZE: 16384}
+    )
+    await client.until(h2.events.SettingsAcknowledged)
+    payload = bytes(range(256)) * 400  # 100 KB: the server must wait for WINDOW_UPDATEs
+    client.conn.send_headers(1, client.headers(ECHO))
+    client.conn.send_data(1, grpc_frame(payload[:30_000]))
+    await client.flush()
+    client.conn.send_data(1, grpc_frame(payload[30_000:]), end_stream=False)
+    client.conn.end_stream(1)
+    await client.flush()
+    data = await client.until(h2.events.StreamEnded, 1)
+    assert data == grpc_frame(payload[:30_000][::-1]) + grpc_frame(payload[30_000:][::-1])
+    sizes = [len(e.data) for e in client.events if isinstance(e, h2.events.DataReceived)]
+    assert max(sizes) <= 16384 and len(sizes) > 10
+    client.close()
+
+
+async def test_a_bad_preface_gets_goaway_and_close(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    _, _, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    received = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+    # The server's SETTINGS, WINDOW_UPDATE, then GOAWAY (type 7) with PROTOCOL_ERROR.
+    assert b"\x00\x00\x00\x00\x00\x00\x00\x01" in received
+    assert bytes([0x07]) in received[3::1]
+    writer.close()
+
+
+async def test_handler_error_mid_stream_resets_only_that_stream(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    server, recorder, port = served
+    client = await RawClient.connect(port)
+    client.conn.send_headers(1, client.headers(ECHO))
+    client.conn.send_data(1, grpc_frame(b"boom"))
+    client.conn.send_headers(3, client.headers(ECHO))
+    client.conn.send_data(3, grpc_frame(b"fine"), end_stream=True)
+    await client.flush()
+    await client.until(h2.events.StreamEnded, 3)
+    trailers = {
+        e.stream_id: dict(e.headers) for e in client.events
+        if isinstance(e, (h2.events.TrailersReceived, h2.events.ResponseReceived))
+        and b"grpc-status" in dict(e.headers)
+    }  # fmt: skip
+    assert trailers[1][b"grpc-status"] == str(INTERNAL).encode()
+    assert trailers[3][b"grpc-status"] == b"0"
+    assert server.open_streams == 0 and recorder.closed == 2
+    client.close()
