@@ -23,11 +23,10 @@ _MODEL_KEY = b'"model"'
 
 @dataclass(frozen=True, slots=True)
 class ParsedBody:
-    """A decoded request body and where its top-level model value sits in the raw bytes."""
+    """A decoded request body and its top-level model value."""
 
     data: dict[str, Any]
     model: str
-    model_span: tuple[int, int]
 
 
 def parse_body(raw: bytes) -> ParsedBody:
@@ -46,14 +45,18 @@ def parse_body(raw: bytes) -> ParsedBody:
     if not isinstance(model, str):
         missing = "model" not in data
         raise BadRequest("missing 'model' field" if missing else "'model' must be a string")
-    return ParsedBody(data, model, _model_span(raw))
+    return ParsedBody(data, model)
 
 
 def rewrite_model(raw: bytes, parsed: ParsedBody, new_model: str) -> bytes:
-    """Return `raw` with only the top-level model value replaced by `new_model`."""
+    """Return `raw` with only the top-level model value replaced by `new_model`.
+
+    The value's byte span is located only here: most requests keep their model, and the scan
+    (plus the look-ahead for duplicate keys) costs as much as decoding a long prompt.
+    """
     if new_model == parsed.model:
         return raw
-    start, end = parsed.model_span
+    start, end = _model_span(raw)
     encoded = json.dumps(new_model, ensure_ascii=False).encode()
     return b"".join((raw[:start], encoded, raw[end:]))
 

@@ -358,7 +358,13 @@ class _Connection(asyncio.Protocol):
     def _on_grpc_bytes(self, stream: _Stream, data: bytes) -> None:
         buffer = stream.buffer
         if buffer:
+            # A message spread over DATA frames: copy once, when it is complete.
             buffer += data
+            if len(buffer) < 5:
+                return
+            needed = 5 + int.from_bytes(buffer[1:5], "big")
+            if len(buffer) < needed <= self._max_message + 5:
+                return
             data = bytes(buffer)
             buffer.clear()
         pos, end = 0, len(data)
