@@ -7,9 +7,10 @@ Policies compared in the same run, each cell on a fresh stack so no cache state 
 Envoy round-robin without the picker, and the picker with `random`, `legacy-v0.3`,
 `reference-default` and `default` (plus any `--extra-config NAME=FILE`). The load generator in
 this process sends the same seeded workload (`bench/routing_workload.py`) open-loop with
-Poisson arrivals at fractions of the fleet capacity, which a closed-loop calibration run
-through round-robin measures first. All times in the table are simulated seconds: wall time
-measured by the client x the simulator's `--speed`.
+Poisson arrivals at fractions of the fleet capacity: round-robin's saturation throughput, which
+a closed-loop concurrency sweep through round-robin measures first. The first `--warmup`
+requests of each cell are sent but not measured. All times in the table are simulated seconds:
+wall time measured by the client x the simulator's `--speed`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,22 +105,31 @@ async def _send(
 
 
 async def open_loop(
-    url: str, requests: list[BenchRequest], speed: float, direct: bool
-) -> list[Outcome]:
-    """Send each request at its Poisson offset (simulated s / speed), never waiting for answers."""
+    url: str, requests: list[BenchRequest], speed: float, direct: bool, warmup: int = 0,
+    at_warmup_end: Callable[[], object] | None = None,
+) -> tuple[list[Outcome], object]:  # fmt: skip
+    """Send each request at its Poisson offset (simulated s / speed), never waiting for answers.
+
+    Just before request `warmup` is sent, `at_warmup_end` runs in a thread (it reads the pods'
+    counters); its result is returned with the outcomes.
+    """
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         loop = asyncio.get_running_loop()
         t0 = loop.time() + 0.1
         tasks = []
+        mark: asyncio.Future[object] | None = None
         for req in requests:
             scheduled = t0 + req.offset_s / speed
             delay = scheduled - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if req.index == warmup and at_warmup_end is not None:
+                mark = asyncio.ensure_future(asyncio.to_thread(at_warmup_end))
             tasks.append(asyncio.create_task(_send(session, url, req, scheduled, t0, direct)))
-        return list(await asyncio.gather(*tasks))
+        outcomes = list(await asyncio.gather(*tasks))
+        return outcomes, (await mark if mark is not None else None)
 
 
 async def closed_loop(url: str, requests: list[BenchRequest], concurrency: int) -> list[float]:
@@ -200,36 +211,37 @@ class Cell:
     load: float
     rate: float  # offered, requests per simulated second
     speed: float
+    warmup: int = 0  # the first `warmup` requests are sent but not measured
     outcomes: list[Outcome] = field(default_factory=list)
-    pods: dict[str, float] = field(default_factory=dict)
+    pods: dict[str, float] = field(default_factory=dict)  # counters over the measured part
     cpu: dict[str, float] = field(default_factory=dict)  # % of one core over the cell
     wall_s: float = 0.0
 
+    def measured(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.index >= self.warmup]
+
     def ok(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status == 200 and not o.error]
+        return [o for o in self.measured() if o.status == 200 and not o.error]
 
     def pct(self, attr: str, q: float, shared: bool | None = None) -> float:
         ok = self.ok()
         if shared is not None:
             ok = [o for o in ok if (o.tenant not in NO_SHARED_PREFIX) == shared]
-        values = sorted(getattr(o, attr) * self.speed for o in ok)
-        if not values:
-            return float("nan")
-        k = min(len(values) - 1, max(0, round(q / 100 * len(values) + 0.5) - 1))
-        return float(values[k])
+        return percentile([getattr(o, attr) * self.speed for o in ok], q)
 
-    def shed(self, criticality: str | None = None) -> int:
-        return sum(1 for o in self.outcomes if o.status == 429
+    def shed(self, criticality: str | None = None, *, everything: bool = False) -> int:
+        outcomes = self.outcomes if everything else self.measured()
+        return sum(1 for o in outcomes if o.status == 429
                    and (criticality is None or o.criticality == criticality))  # fmt: skip
 
     def errors(self) -> int:
-        return sum(1 for o in self.outcomes if o.status != 429 and (o.status != 200 or o.error))
+        return sum(1 for o in self.measured() if o.status != 429 and (o.status != 200 or o.error))
 
     def window_sim_s(self) -> float:
         ok = self.ok()
         if not ok:
             return float("nan")
-        first = min(o.sent_s for o in self.outcomes)
+        first = min(o.sent_s for o in self.measured())
         last = max(o.sent_s + (o.e2e_s or 0.0) for o in ok)
         return (last - first) * self.speed
 
@@ -244,11 +256,19 @@ class Cell:
         return self.pods.get("vllm:prefix_cache_hits_total", 0.0) / queries if queries else 0.0
 
 
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
 def run_cell(
     name: str, policy: dict[str, Any], load: float, capacity: float, requests: list[BenchRequest],
-    speed: float, workdir: Path,
+    speed: float, workdir: Path, warmup: int,
 ) -> Cell:  # fmt: skip
-    cell = Cell(name, load, load * capacity, speed)
+    cell = Cell(name, load, load * capacity, speed, warmup)
     with make_stack(policy, speed, workdir / f"{name}-{load:g}".replace("/", "_")) as stack:
         time.sleep(0.5)  # a few scrapes, so the picker starts with fresh metrics
         before = pod_counters(stack)
@@ -257,31 +277,73 @@ def run_cell(
         pids["load generator"] = os.getpid()
         cpu0 = {k: process_cpu_seconds(pid) for k, pid in pids.items()}
         t0 = time.monotonic()
-        cell.outcomes = asyncio.run(
+        cell.outcomes, at_warmup_end = asyncio.run(
             open_loop(
                 stack.url + "/v1/chat/completions",
                 requests,
                 speed,
                 direct=not policy.get("with_picker", True),
+                warmup=warmup,
+                at_warmup_end=lambda: pod_counters(stack),
             )
         )
         cell.wall_s = time.monotonic() - t0
         cell.cpu = {k: (process_cpu_seconds(pid) - cpu0[k]) / cell.wall_s * 100
                     for k, pid in pids.items()}  # fmt: skip
         after = pod_counters(stack)
+        if isinstance(at_warmup_end, dict):
+            before = at_warmup_end
         cell.pods = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     return cell
 
 
-def calibrate(speed: float, seed: int, workdir: Path, n: int) -> float:
-    """Fleet capacity in requests per simulated second: closed loop through round-robin."""
-    concurrency = 6 * PODS
-    requests = build(n, 1.0, seed + 1000)
-    with make_stack({"with_picker": False}, speed, workdir / "calibration") as stack:
-        done = asyncio.run(closed_loop(stack.url + "/v1/chat/completions", requests, concurrency))
-    # Steady state: skip the cold start and the draining tail.
-    a, b = len(done) // 5, len(done) - concurrency
-    return (b - a) / (done[b - 1] - done[a - 1]) / speed
+@dataclass
+class Calibration:
+    concurrency: list[int] = field(default_factory=list)  # requests in flight (whole fleet)
+    throughput: list[float] = field(default_factory=list)  # requests per simulated second
+    preemptions: list[int] = field(default_factory=list)
+
+    @property
+    def capacity(self) -> float:
+        return max(self.throughput)
+
+
+def calibrate(speed: float, seed: int, workdir: Path, per_pod: list[int]) -> Calibration:
+    """Round-robin's saturation throughput, in requests per simulated second.
+
+    With continuous batching a pod's throughput keeps growing with the requests it holds, until
+    its KV cache and compute are full; a closed loop with few requests in flight measures
+    latency, not capacity. So the closed loop is swept over `per_pod` requests in flight per
+    pod (doubling), stopping once throughput grows by less than 5%: the plateau is the rate
+    beyond which round-robin's queues grow without bound. Each level sends 3x its
+    concurrency (at least 400) requests of the same mix (another seed) and counts completions
+    between the 20th percentile completion and the start of the drain.
+    """
+    result = Calibration()
+    for k in per_pod:
+        concurrency = k * PODS
+        n = max(400, 3 * concurrency)
+        requests = build(n, 1.0, seed + 1000)
+        with make_stack({"with_picker": False}, speed, workdir / f"calibration-{k}") as stack:
+            before = pod_counters(stack)
+            done = asyncio.run(
+                closed_loop(stack.url + "/v1/chat/completions", requests, concurrency)
+            )
+            after = pod_counters(stack)
+        a, b = len(done) // 5, len(done) - concurrency
+        rate = (b - a) / (done[b - 1] - done[a - 1]) / speed
+        result.concurrency.append(concurrency)
+        result.throughput.append(rate)
+        result.preemptions.append(
+            int(
+                after.get("vllm:num_preemptions_total", 0)
+                - before.get("vllm:num_preemptions_total", 0)
+            )
+        )
+        print(f"calibration: {concurrency:4} in flight -> {rate:.2f} req/s (simulated)", flush=True)
+        if len(result.throughput) > 1 and rate < 1.05 * max(result.throughput[:-1]):
+            break
+    return result
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -293,7 +355,7 @@ def table(cells: list[Cell]) -> str:
     rows = []
     for c in cells:
         rows.append([
-            f"{c.load:.0%}", c.policy, len(c.outcomes),
+            f"{c.load:.0%}", c.policy, len(c.measured()),
             fmt_ms(c.pct("ttft_s", 50)), fmt_ms(c.pct("ttft_s", 90)), fmt_ms(c.pct("ttft_s", 99)),
             fmt_ms(c.pct("ttft_s", 90, shared=True)), fmt_ms(c.pct("ttft_s", 90, shared=False)),
             fmt_ms(c.pct("e2e_s", 50)), fmt_ms(c.pct("e2e_s", 90)),
@@ -339,7 +401,8 @@ def plot(cells: list[Cell], path: Path) -> None:
         mine = sorted((c for c in cells if c.policy == policy), key=lambda c: c.load)
         ax.plot([c.load * 100 for c in mine], [c.pct("ttft_s", 90) * 1000 for c in mine],
                 marker="o", label=policy, linewidth=2.5 if policy == "default" else 1.5)  # fmt: skip
-    ax.set_xlabel("offered load, % of fleet capacity")
+    ax.axvline(100, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("offered load, % of round-robin's saturation throughput")
     ax.set_ylabel("p90 TTFT, ms (simulated time)")
     ax.set_yscale("log")
     ax.set_title(f"Routing: p90 time to first token, {PODS} simulated A10 pods, 10 LoRAs")
@@ -369,30 +432,54 @@ def targets(cells: list[Cell]) -> tuple[str, bool]:
         rows.append([f"`default` p90 TTFT at {load:.0%} / `{other}`",
                      f"{fmt_ms(d.pct('ttft_s', 90))} / {fmt_ms(o.pct('ttft_s', 90))} ms "
                      f"= {got:.2f}x", f"≤ {ratio}x", "yes" if ok else "no"])  # fmt: skip
-        if d is not None and o is not None:
-            got = d.pct("ttft_s", 90, True) / o.pct("ttft_s", 90, True)
-            rows.append([f"diagnostic only: same ratio, shared-prefix requests at {load:.0%}",
-                         f"{fmt_ms(d.pct('ttft_s', 90, True))} / "
-                         f"{fmt_ms(o.pct('ttft_s', 90, True))} ms = {got:.2f}x", f"(≤ {ratio}x)",
-                         "–"])  # fmt: skip
-    crit = sum(c.shed("Critical") for c in cells if c.policy == "default")
+    crit = sum(c.shed("Critical", everything=True) for c in cells if c.policy == "default")
     met &= crit == 0
-    rows.append(["Critical requests shed by `default` (all loads)", str(crit), "0",
-                 "yes" if crit == 0 else "no"])  # fmt: skip
+    rows.append(["Critical requests shed by `default` (all loads, warm-up included)", str(crit),
+                 "0", "yes" if crit == 0 else "no"])  # fmt: skip
     return markdown_table(["target", "measured", "goal", "met"], rows), met
+
+
+def ratio_table(cells: list[Cell]) -> str:
+    """p90 TTFT of `default` over the other policies', per load (a summary of the table)."""
+    rows = []
+    for load in dict.fromkeys(c.load for c in cells):
+        mine = {c.policy: c for c in cells if c.load == load}
+        d = mine.get("default")
+        if d is None:
+            continue
+        rows.append([f"{load:.0%}", *(
+            f"{d.pct('ttft_s', 90) / mine[p].pct('ttft_s', 90):.2f}x" if p in mine else "–"
+            for p in (ROUND_ROBIN, "random", "legacy-v0.3", "reference-default"))])  # fmt: skip
+    return markdown_table(
+        ["load", "/ round-robin", "/ random", "/ legacy-v0.3", "/ reference-default"], rows
+    )
+
+
+def calibration_table(cal: Calibration) -> str:
+    rows = [[n, f"{n // PODS}", f"{t:.2f}", p]
+            for n, t, p in zip(cal.concurrency, cal.throughput, cal.preemptions, strict=True)]  # fmt: skip
+    return markdown_table(
+        ["in flight (fleet)", "per pod", "completions / simulated s", "preemptions"], rows
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="80%% load only, 80 requests, no BENCHMARKS.md/plot update")  # fmt: skip
-    parser.add_argument("--requests", type=int, default=300, help="requests per cell")
-    parser.add_argument("--loads", default="0.5,0.8,0.95", help="fractions of capacity")
+    parser.add_argument("--requests", type=int, default=400,
+                        help="measured requests per cell")  # fmt: skip
+    parser.add_argument("--warmup", type=int, default=100,
+                        help="requests sent before the measured ones, not measured")  # fmt: skip
+    parser.add_argument("--loads", default="0.5,0.8,0.95,1.5",
+                        help="fractions of capacity")  # fmt: skip
     parser.add_argument("--speed", type=float, default=1.0, help="simulator --speed")
     parser.add_argument("--seed", type=int, default=42, help="workload seed")
     parser.add_argument("--capacity", type=float, default=0.0,
                         help="requests per simulated second; 0: calibrate")  # fmt: skip
-    parser.add_argument("--calibration-requests", type=int, default=240)
+    parser.add_argument("--calibration-per-pod", default="12,24,48",
+                        help="closed-loop requests in flight per pod to sweep (stops at the "
+                             "plateau)")  # fmt: skip
     parser.add_argument("--policies", default="",
                         help="comma list (default: all); names from the built-ins and --extra-config")  # fmt: skip
     parser.add_argument("--extra-config", action="append", default=[], metavar="NAME=FILE",
@@ -401,7 +488,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write raw per-request results here")
     args = parser.parse_args()
     if args.quick:
-        args.requests, args.loads, args.no_write = 80, "0.8", True
+        args.requests, args.warmup, args.loads, args.no_write = 80, 20, "0.8", True
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="bench-routing-"))
@@ -409,21 +496,21 @@ def main() -> int:
     if args.policies:
         policies = {k: policies[k] for k in args.policies.split(",")}
     capacity = args.capacity
-    calibration = "given with --capacity"
+    cal: Calibration | None = None
     if not capacity:
         t = time.monotonic()
-        capacity = calibrate(args.speed, args.seed, workdir, args.calibration_requests)
-        calibration = (f"calibrated in this run: {args.calibration_requests} requests of the same "
-                       f"mix (another seed), closed loop with {6 * PODS} in flight through Envoy "
-                       f"round-robin, completions/s between the 20th percentile completion and "
-                       f"the start of the drain")  # fmt: skip
+        per_pod = [int(x) for x in args.calibration_per_pod.split(",")]
+        cal = calibrate(args.speed, args.seed, workdir, per_pod)
+        capacity = cal.capacity
         print(f"capacity {capacity:.2f} req/s (simulated), calibration took "
               f"{time.monotonic() - t:.0f} s", flush=True)  # fmt: skip
+    total = args.warmup + args.requests
     cells: list[Cell] = []
     for load in (float(x) for x in args.loads.split(",")):
-        requests = build(args.requests, load * capacity, args.seed)
+        requests = build(total, load * capacity, args.seed)
         for name, policy in policies.items():
-            cell = run_cell(name, policy, load, capacity, requests, args.speed, workdir)
+            cell = run_cell(name, policy, load, capacity, requests, args.speed, workdir,
+                            args.warmup)  # fmt: skip
             cells.append(cell)
             print(f"{load:4.0%} {name:20} TTFT p50/p90 {fmt_ms(cell.pct('ttft_s', 50)):>6}/"
                   f"{fmt_ms(cell.pct('ttft_s', 90)):>6} ms  prefix {cell.prefix_hit_rate():4.0%}  "
@@ -436,8 +523,8 @@ def main() -> int:
         args.json.write_text(json.dumps([
             {**{k: v for k, v in asdict(c).items() if k != "outcomes"},
              "outcomes": [asdict(o) for o in c.outcomes]} for c in cells]))  # fmt: skip
-    floor = sorted(ideal_ttft_s(r) for r in build(args.requests, 1.0, args.seed))
-    floor_p90 = floor[min(len(floor) - 1, round(0.9 * len(floor) + 0.5) - 1)]
+    measured = build(total, 1.0, args.seed)[args.warmup :]
+    floor_p90 = percentile([ideal_ttft_s(r) for r in measured], 90)
     result, checks_text = table(cells), cpu_table(cells)
     target_text, met = targets(cells)
     print(f"\ncapacity {capacity:.2f} req/s (simulated); run took {elapsed:.0f} s; "
@@ -447,28 +534,50 @@ def main() -> int:
         return 0
     plot(cells, PLOT)
     loads = ", ".join(f"{float(x):.0%}" for x in args.loads.split(","))
+    if cal is not None:
+        calibration = f"""\
+Capacity: **{capacity:.2f} requests per simulated second**, measured in this run as round-robin's saturation throughput. With continuous batching a pod's throughput keeps growing with the requests it holds until its KV cache and compute are full, so a closed loop with a few requests per pod measures latency, not capacity. The calibration therefore runs closed loops through Envoy round-robin (the same mix, another seed; 3x the concurrency in requests, at least 400), doubling the requests in flight until throughput grows by less than 5%, and takes the highest throughput (completions/s between the 20th percentile completion and the start of the drain). Beyond that rate round-robin's queues grow without bound; offered loads are {loads} of it. Prefix-aware policies cut the prefill work per request, so for them the same rates are a lighter load.
+
+{calibration_table(cal)}"""
+    else:
+        calibration = (f"Capacity: {capacity:.2f} requests per simulated second, given with "
+                       f"`--capacity`. Offered loads: {loads} of that.")  # fmt: skip
+    over = sorted({c.load for c in cells if c.load > 1})
+    overload = (
+        f"\nAt {', '.join(f'{x:.0%}' for x in over)} the offered rate is above round-robin's "
+        "saturation throughput: its queues grow for as long as the cell runs, so its numbers "
+        "there depend on the run length and only show that it cannot keep up. The picker's "
+        "prefix-aware policies still can (they prefill far fewer tokens per request); this "
+        "load shows how their load balancing holds up when it is tested.\n"
+        if over
+        else ""
+    )
     body = f"""\
 Command: `make bench-routing` (`.venv/bin/python -m bench.routing`). Run {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())} on {machine()}; the whole run took {elapsed / 60:.1f} min.
 
-Fleet: {PODS} simulated `a10-7b` pods (`extproc sim --speed {args.speed:g}`, 1,000 KV blocks of 16 tokens each, 4 LoRA slots, 60 ms adapter load), the scenario's 10 adapters, a real Envoy 1.40 with non-limiting circuit breakers. Each cell starts a fresh stack (cold caches) and sends the same {args.requests} seeded requests open-loop (Poisson arrivals, aiohttp in the bench process, streaming with `include_usage`).
+Fleet: {PODS} simulated `a10-7b` pods (`extproc sim --speed {args.speed:g}`, 1,000 KV blocks of 16 tokens each, 4 LoRA slots, 60 ms adapter load), the scenario's 10 adapters, a real Envoy 1.40 with non-limiting circuit breakers. Each cell starts a fresh stack (cold caches) and sends the same {total} seeded requests open-loop (Poisson arrivals, aiohttp in the bench process, streaming with `include_usage`). The first {args.warmup} are a warm-up: sent like the others, but not measured (the table, the pod counters and the targets cover the last {args.requests}), so that the results describe a fleet in steady state rather than the filling of cold prefix caches, which every policy pays once per tenant and pod.
 
 Workload: {describe()}
 
-Capacity: {capacity:.2f} requests per simulated second, {calibration}. Offered loads: {loads} of that.
+{calibration}
 
-Units: latencies are **simulated milliseconds** (client-measured wall time x {args.speed:g}, so Envoy and picker overhead is scaled by the same factor); throughput is per simulated second. Speed 1 by default: the picker's ext_proc sees every streamed response chunk (response body mode STREAMED), so its CPU grows with `--speed`; at speed 1 the run still fits in about 7 minutes. TTFT = time to the first SSE `data:` chunk; e2e = time to the end of the stream. Prefix hit = Δ`vllm:prefix_cache_hits_total` / Δ`vllm:prefix_cache_queries_total` summed over pods (tokens); LoRA loads = Δ`lora_loads` from each pod's `/admin/state`; preempt. = Δ`vllm:num_preemptions_total`; shed = 429 answers (Critical ones in parentheses); errors = any other failure.
+Units: latencies are **simulated milliseconds** (client-measured wall time x {args.speed:g}, so Envoy and picker overhead is scaled by the same factor); throughput is per simulated second. The picker's ext_proc sees every streamed response chunk (response body mode STREAMED), so its CPU grows with `--speed`; the CPU table below shows that no process is starved at speed {args.speed:g}. TTFT = time to the first SSE `data:` chunk; e2e = time to the end of the stream. Prefix hit = Δ`vllm:prefix_cache_hits_total` / Δ`vllm:prefix_cache_queries_total` summed over pods (tokens); LoRA loads = Δ`lora_loads` from each pod's `/admin/state`; preempt. = Δ`vllm:num_preemptions_total`; shed = 429 answers (Critical ones in parentheses); errors = any other failure.
 
 {result}
+{overload}
+`default`'s p90 TTFT divided by the other policies', per load:
+
+{ratio_table(cells)}
 
 ![p90 TTFT vs load](docs/benchmarks-routing.png)
 
-Routing-independent floor: on an idle pod that already holds the request's shared prefix and adapter, TTFT is 22 ms per 2,048-token prefill chunk + 0.15 ms per uncached prompt token; over this workload its p90 is **{fmt_ms(floor_p90)} ms**, set by the 20% of requests without a shared prefix (200-1,500-token prompts). No routing can bring the overall p90 below it; the "shared-prefix" and "no-shared-prefix" columns split the p90 accordingly.
+Routing-independent floor: on an idle pod that already holds the request's shared prefix and adapter, TTFT is 22 ms per 2,048-token prefill chunk + 0.15 ms per uncached prompt token; over the measured requests its p90 is **{fmt_ms(floor_p90)} ms**, set by the 20% of requests without a shared prefix (200-1,500-token prompts). No routing can bring the overall p90 below it; the "shared-prefix" and "no-shared-prefix" columns split the p90 accordingly.
 
 Targets (issue 4): {"all met" if met else "NOT all met"}.
 
 {target_text}
 
-The load generator is not the bottleneck: its CPU and how late it sent requests versus the Poisson schedule, per cell (percent of one core over the cell's wall time):
+The load generator is not the bottleneck: its CPU and how late it sent requests versus the Poisson schedule, per cell (percent of one core over the cell's wall time, warm-up included):
 
 {checks_text}
 """
