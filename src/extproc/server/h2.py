@@ -118,6 +118,47 @@ def _status_block(status: int, message: str) -> bytes:
     return block
 
 
+_PATH_CACHE_SIZE = 64
+
+
+def _hpack_int_end(block: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
+    """Decode an HPACK integer at `pos`: (value, position after it)."""
+    limit = (1 << prefix_bits) - 1
+    value = block[pos] & limit
+    pos += 1
+    if value == limit:
+        shift = 0
+        while True:
+            byte = block[pos]
+            pos += 1
+            value += (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+    return value, pos
+
+
+def _leaves_table_unchanged(block: bytes) -> bool:
+    """True when an HPACK block holds only indexed fields and literals without indexing or
+    never indexed (RFC 7541 §6): decoding it neither adds to nor resizes the dynamic table."""
+    pos, end = 0, len(block)
+    try:
+        while pos < end:
+            first = block[pos]
+            if first & 0x80:  # indexed field
+                _, pos = _hpack_int_end(block, pos, 7)
+            elif first & 0xE0 == 0x00 or first & 0xF0 == 0x10:  # literal, not indexed
+                index, pos = _hpack_int_end(block, pos, 4)
+                for _ in range(2 if index == 0 else 1):  # a new name, then the value
+                    size, pos = _hpack_int_end(block, pos, 7)
+                    pos += size
+            else:  # incremental indexing (01xxxxxx) or a table size update (001xxxxx)
+                return False
+    except IndexError:
+        return False  # truncated: the decoder reports it
+    return pos == end
+
+
 class StreamSession(Protocol):
     """One gRPC call. `on_message` returns the serialised replies to send, in order."""
 
@@ -210,6 +251,7 @@ class _Connection(asyncio.Protocol):
         self._buffer = b""
         self._preface_seen = False
         self._decoder = hpack.Decoder()  # 4,096-byte table: we never raise the default
+        self._paths: dict[bytes, bytes] = {}  # see `_path_of`
         self._streams: dict[int, _Stream] = {}
         self._last_stream = 0
         self._out: list[bytes] = []
@@ -422,11 +464,32 @@ class _Connection(asyncio.Protocol):
             self._continuation = None
             self._on_header_block(stream_id, end_stream, b"".join(fragments))
 
-    def _on_header_block(self, stream_id: int, end_stream: bool, block: bytes) -> None:
+    def _path_of(self, block: bytes) -> bytes:
+        """The `:path` of a header block, decoding it only when its meaning may have changed.
+
+        Envoy sends the same block for every call on a connection (its `:path` as a literal
+        without indexing, the rest indexed), and HPACK decoding is a third of the transport's
+        CPU per call. A block that leaves the dynamic table unchanged means the same thing
+        until some block changes the table, so its path is remembered until then.
+        """
+        stateless = _leaves_table_unchanged(block)
+        if stateless:
+            path = self._paths.get(block)
+            if path is not None:
+                return path
         try:
             headers = self._decoder.decode(block, raw=True)
         except hpack.HPACKError as exc:
             raise _ConnectionError(COMPRESSION_ERROR, f"HPACK: {exc}") from exc
+        path = next((bytes(value) for name, value in headers if name == b":path"), b"")
+        if not stateless or len(self._paths) >= _PATH_CACHE_SIZE:
+            self._paths.clear()
+        if stateless:
+            self._paths[block] = path
+        return path
+
+    def _on_header_block(self, stream_id: int, end_stream: bool, block: bytes) -> None:
+        path = self._path_of(block)  # every block, trailers too: keeps the table in step
         stream = self._streams.get(stream_id)
         if stream is not None:  # trailers from the client end its side of the call
             if end_stream:
@@ -440,7 +503,6 @@ class _Connection(asyncio.Protocol):
         if self.going_away or self._server.stopping:
             self._out.append(frame(RST_STREAM, 0, stream_id, _U32.pack(REFUSED_STREAM)))
             return
-        path = next((value for name, value in headers if name == b":path"), b"")
         factory = self._routes.get(path.decode("latin-1"))
         session: StreamSession
         try:

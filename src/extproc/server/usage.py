@@ -7,8 +7,9 @@ across body chunks (the reference EPP loses usage that arrives in the same chunk
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+
+import orjson
 
 # A non-streaming response larger than this is not decoded for usage (it still passes through).
 MAX_JSON_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -75,7 +76,7 @@ class UsageParser:
 
     def _take(self, payload: bytes | bytearray) -> None:
         try:
-            obj = json.loads(payload)
+            obj = orjson.loads(payload)
         except ValueError:
             return
         usage = obj.get("usage") if isinstance(obj, dict) else None

@@ -28,6 +28,7 @@ from extproc.server.h2 import (
     GrpcError,
     GrpcServer,
     ServerLimits,
+    _leaves_table_unchanged,
 )
 from extproc.server.health import CHECK_PATH, HealthCheckSession
 
@@ -396,4 +397,36 @@ async def test_handler_error_mid_stream_resets_only_that_stream(
     assert trailers[1][b"grpc-status"] == str(INTERNAL).encode()
     assert trailers[3][b"grpc-status"] == b"0"
     assert server.open_streams == 0 and recorder.closed == 2
+    client.close()
+
+
+def test_header_blocks_that_leave_the_hpack_table_unchanged_are_recognised() -> None:
+    encoder = hpack.Encoder()
+    headers = RawClient.headers(ECHO)
+    first = encoder.encode(headers)  # literals with incremental indexing: changes the table
+    again = encoder.encode(headers)  # now all indexed: changes nothing
+    never = encoder.encode([(":path", ECHO, True)])  # a never-indexed literal
+    resize = b"\x3f\xe1\x1f" + again  # a dynamic table size update first
+    assert not _leaves_table_unchanged(first)
+    assert _leaves_table_unchanged(again)
+    assert _leaves_table_unchanged(never)
+    assert not _leaves_table_unchanged(resize)
+    assert not _leaves_table_unchanged(again[:-1] + b"\xff")  # truncated integer
+
+
+async def test_paths_stay_right_when_the_client_changes_its_hpack_table(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    # The server remembers the path of a block that leaves the table unchanged; a block that
+    # changes the table (a new method here) must make it decode again.
+    _, _, port = served
+    client = await RawClient.connect(port)
+    sid = 1
+    for path in (ECHO, ECHO, "/test.Echo/Nope", ECHO, "/test.Echo/Nope", ECHO):
+        client.conn.send_headers(sid, client.headers(path))
+        client.conn.send_data(sid, grpc_frame(b"ab"), end_stream=True)
+        await client.flush()
+        data = await client.until(h2.events.StreamEnded, sid)
+        assert data == (grpc_frame(b"ba") if path == ECHO else b""), path
+        sid += 2
     client.close()
