@@ -13,7 +13,8 @@ What it implements (RFC 9113 and the gRPC HTTP/2 protocol, server side):
 - connection preface, SETTINGS (with ACK), PING (ACK), GOAWAY both ways, RST_STREAM,
   WINDOW_UPDATE, PRIORITY (ignored), unknown frame types (ignored), padding, CONTINUATION;
 - HPACK decoding with the well-kept `hpack` library (one decoder per connection, fed every
-  header block so its dynamic table stays in step with the client); our own header blocks are
+  header block that may change its dynamic table, so that it stays in step with the client;
+  a block that cannot is decoded once and its `:path` remembered); our own header blocks are
   constant and encoded as literals without indexing, so they need no encoder state;
 - flow control in both directions: generous receive windows replenished at half use; sends
   respect the client's connection and stream windows and the client's maximum frame size, and
