@@ -246,11 +246,13 @@ class PickerApp:
         self.health_status["liveness"] = _SERVING
         await self._set_serving(self.serving)
         health_task = asyncio.create_task(self._health_loop(), name="health")
-        reload_task = (
-            asyncio.create_task(self.reloader.run(stop), name="config-reload")
-            if self.reloader is not None
-            else None
-        )
+        # The picker's own static config, and files scheduling plugins follow.
+        reloaders = [self.reloader] if self.reloader is not None else []
+        reloaders += getattr(self.picker, "watchers", ())
+        reload_tasks = [
+            asyncio.create_task(r.run(stop), name=f"config-reload-{r.changes.path.name}")
+            for r in reloaders
+        ]
         if self.source is not None:
             await self.source.start()
         if self.elector is not None:
@@ -270,8 +272,7 @@ class PickerApp:
             log.info("shutting_down", open_streams=self.processor.open_streams)
             health_task.cancel()
             await asyncio.gather(health_task, return_exceptions=True)
-            if reload_task is not None:
-                await reload_task  # returns once `stop` is set
+            await asyncio.gather(*reload_tasks)  # they return once `stop` is set
             await self._set_serving(False)
             if self.elector is not None:
                 # Release first: the standby takes over while our open streams drain.

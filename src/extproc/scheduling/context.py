@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from extproc.config.reload import StaticConfigReloader
+from extproc.config.static import StaticConfig
 from extproc.endpoints import Endpoint
 from extproc.scheduling.types import LLMRequest
 from extproc.scraper.snapshot import EndpointMetrics
@@ -50,11 +53,18 @@ class SchedulingContext:
 
 
 class PluginHandle:
-    """What a plugin factory may use: the shared rng and plugins declared before it."""
+    """What a plugin factory may use: the shared rng, plugins declared before it, and file
+    watching (`watch_static_config`: the app polls the files off the hot path)."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
         self._plugins: dict[str, object] = {}
+        self.watchers: list[StaticConfigReloader] = []
+
+    def watch_static_config(self, path: Path, apply: Callable[[StaticConfig], None]) -> None:
+        """Call `apply` with the re-read static config file whenever it changes (an invalid
+        edit is logged and ignored)."""
+        self.watchers.append(StaticConfigReloader(path, apply))
 
     def plugin(self, name: str) -> object | None:
         return self._plugins.get(name)

@@ -30,9 +30,11 @@ class EndpointSource(Protocol):
     def endpoints(self) -> tuple[Endpoint, ...]: ...
 
 
-def instantiate(config: EndpointPickerConfig, rng: random.Random) -> dict[str, Plugin]:
+def instantiate(
+    config: EndpointPickerConfig, rng: random.Random, handle: PluginHandle | None = None
+) -> dict[str, Plugin]:
     """Build every declared plugin in order; unknown parameters are errors naming the key."""
-    handle = PluginHandle(rng)
+    handle = handle or PluginHandle(rng)
     plugins: dict[str, Plugin] = {}
     for spec in config.plugins:
         params = Fields(spec.parameters, f"{spec.where}: parameters")
@@ -95,7 +97,8 @@ def build_scheduler(
     many ordered fallback endpoints follow the primary. Raises ConfigError on invalid config.
     """
     parsed = config if isinstance(config, EndpointPickerConfig) else load_profile(config)
-    plugins = instantiate(parsed, rng)
+    handle = PluginHandle(rng)
+    plugins = instantiate(parsed, rng, handle)
     spec = parsed.profiles[0]
     if profile is not None:
         found = [p for p in parsed.profiles if p.name == profile]
@@ -103,7 +106,7 @@ def build_scheduler(
             raise ConfigError(f"{parsed.source}: no scheduling profile named {profile!r}")
         spec = found[0]
     built, hooks = build_profile(spec, plugins, rng, metrics)
-    return Scheduler(
+    scheduler = Scheduler(
         endpoints=datastore.endpoints,
         store=store,
         inflight=inflight,
@@ -115,3 +118,5 @@ def build_scheduler(
         fallbacks=fallbacks,
         clock=clock,
     )
+    scheduler.watchers = tuple(handle.watchers)
+    return scheduler

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from time import perf_counter
 
+from extproc.config.reload import StaticConfigReloader
 from extproc.endpoints import Endpoint
 from extproc.errors import PoolSaturated
 from extproc.logs import get_logger
@@ -62,6 +63,8 @@ class Scheduler:
         self._cached_for: tuple[Endpoint, ...] | None = None
         self._cached_addresses: list[str] = []
         self._e2e = metrics.scheduler_e2e.observe if metrics is not None else None
+        # Files plugins follow (`PluginHandle.watch_static_config`); the app polls them.
+        self.watchers: tuple[StaticConfigReloader, ...] = ()
         self._post_pick = [
             (hook, plugin_timer(metrics, "PostPick", hook) if isinstance(hook, Plugin) else None)
             for hook in post_pick

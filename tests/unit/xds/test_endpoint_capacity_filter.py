@@ -18,9 +18,10 @@ from ..scheduling.builders import make_context, make_endpoint, make_request
 from .builders import config_text, endpoints_doc, policy_doc
 
 
-def _build(params: dict[str, Any]) -> EndpointCapacityFilter:
+def _build(params: dict[str, Any], handle: PluginHandle | None = None) -> EndpointCapacityFilter:
     fields = Fields(params, "epp.yaml: plugins[0] (endpoint-capacity-filter): parameters")
-    plugin = REGISTRY["endpoint-capacity-filter"]("cap", fields, PluginHandle(random.Random(0)))
+    handle = handle or PluginHandle(random.Random(0))
+    plugin = REGISTRY["endpoint-capacity-filter"]("cap", fields, handle)
     fields.done()
     assert isinstance(plugin, EndpointCapacityFilter)
     return plugin
@@ -45,6 +46,28 @@ def test_limit_from_the_static_config_policy(tmp_path: Path) -> None:
     path = tmp_path / "cfg.yaml"
     path.write_text(config_text(endpoints_doc("10.0.0.1:8000"), policy_doc(maxParallelRequests=4)))
     assert _build({"staticConfig": str(path)}).limit == 4
+
+
+def test_limit_follows_edits_of_the_static_config(tmp_path: Path) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(config_text(endpoints_doc("10.0.0.1:8000"), policy_doc(maxParallelRequests=4)))
+    handle = PluginHandle(random.Random(0))
+    plugin = _build({"staticConfig": str(path)}, handle)
+    (watcher,) = handle.watchers
+    assert not watcher.poll()  # unchanged
+
+    def edit(*docs: str) -> None:
+        path.write_text(config_text(*docs))
+        watcher.changes._seen = None  # same-second edits: do not depend on mtime resolution
+
+    edit(endpoints_doc("10.0.0.1:8000"), policy_doc(maxParallelRequests=2))
+    assert watcher.poll() and plugin.limit == 2
+    edit(endpoints_doc("10.0.0.1:8000"))  # the policy removed: the last limit stays
+    assert watcher.poll() and plugin.limit == 2
+    edit("kind: Nonsense")  # invalid: rejected, last limit stays
+    assert not watcher.poll() and plugin.limit == 2
+    edit(endpoints_doc("10.0.0.1:8000"), policy_doc(maxConnections=5))
+    assert watcher.poll() and plugin.limit == 1024  # unset: Envoy's default
 
 
 @pytest.mark.parametrize(

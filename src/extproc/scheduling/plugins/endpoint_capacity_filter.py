@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from extproc.config.static import load_static_config
+from extproc.config.static import StaticConfig, load_static_config
 from extproc.config.strict import Fields
 from extproc.envoyconf.policy import policy_for_pool
 from extproc.errors import ConfigError
+from extproc.logs import get_logger
 from extproc.scheduling.context import PluginHandle, SchedulingContext
 from extproc.scheduling.plugin import Filter
+
+log = get_logger(__name__)
 
 POLICY_UNLIMITED = 1024  # Envoy's default max_requests when a policy leaves it unset
 
@@ -27,7 +30,9 @@ class EndpointCapacityFilter(Filter):
     Parameters (one of):
       ``maxParallelRequests``: the per-endpoint limit;
       ``staticConfig``: a static config file whose BackendTrafficPolicy for the pool gives
-      ``circuitBreaker.maxParallelRequests`` (read once, when the picker starts).
+      ``circuitBreaker.maxParallelRequests``; re-read when the file changes (as `extproc xds`
+      re-reads it), so the filter and Envoy's breakers follow the same edit. An edit that
+      leaves no policy for the pool keeps the last limit.
     """
 
     plugin_type = "endpoint-capacity-filter"
@@ -46,16 +51,31 @@ def factory(name: str, params: Fields, handle: PluginHandle) -> EndpointCapacity
     path: str | None = params.string("staticConfig", None)
     if (limit is None) == (path is None):
         raise ConfigError(f"{params.where}: set exactly one of maxParallelRequests, staticConfig")
-    if path is not None:
-        limit = _policy_limit(Path(path), f"{params.where}.staticConfig")
-    assert limit is not None
-    return EndpointCapacityFilter(name, limit)
+    if path is None:
+        assert limit is not None
+        return EndpointCapacityFilter(name, limit)
+    where = f"{params.where}.staticConfig"
+    found = _policy_limit(load_static_config(Path(path)))
+    if found is None:
+        raise ConfigError(f"{where}: {path} has no BackendTrafficPolicy for the pool")
+    plugin = EndpointCapacityFilter(name, found)
+
+    def follow(config: StaticConfig) -> None:
+        new_limit = _policy_limit(config)
+        if new_limit is None:
+            log.error("capacity_policy_missing", plugin=name, file=path, kept=plugin.limit)
+        elif new_limit != plugin.limit:
+            log.info("capacity_limit_changed", plugin=name, old=plugin.limit, new=new_limit)
+            plugin.limit = new_limit
+
+    handle.watch_static_config(Path(path), follow)
+    return plugin
 
 
-def _policy_limit(path: Path, where: str) -> int:
-    config = load_static_config(path)
+def _policy_limit(config: StaticConfig) -> int | None:
+    """The pool's maxParallelRequests (Envoy's default when unset); None without a policy."""
     policy = policy_for_pool(config.policies, config.pool.name)
     if policy is None:
-        raise ConfigError(f"{where}: {path} has no BackendTrafficPolicy for the pool")
+        return None
     limit = policy.circuit_breaker.max_parallel_requests
     return POLICY_UNLIMITED if limit is None else limit
