@@ -60,7 +60,8 @@ PRIORITY_FLAG = 0x20
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
 FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 6, 7, 8, 9
 # Settings.
-SETTINGS_HEADER_TABLE_SIZE, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 0x1, 0x4, 0x5
+SETTINGS_HEADER_TABLE_SIZE, SETTINGS_MAX_CONCURRENT_STREAMS = 0x1, 0x3
+SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 0x4, 0x5
 SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
 
 DEFAULT_WINDOW = 65_535
@@ -71,6 +72,9 @@ MAX_WINDOW = 2**31 - 1
 RECEIVE_WINDOW = 16 * 1024 * 1024
 RECEIVE_MAX_FRAME = 1024 * 1024
 MAX_HEADER_BLOCK = 64 * 1024
+MAX_CONTINUATIONS = 64
+MAX_STATUS_MESSAGE = 1024  # characters of grpc-message: a header block must fit one frame
+MAX_CONCURRENT_STREAMS = 4096  # Envoy opens one stream per HTTP request in flight
 
 # gRPC status codes.
 OK, CANCELLED, UNKNOWN, INTERNAL, UNIMPLEMENTED, UNAVAILABLE = 0, 1, 2, 13, 12, 14
@@ -113,7 +117,9 @@ _RESPONSE_HEADERS = b"\x88" + _hpack_int(31, 4) + _hpack_int(16, 7) + b"applicat
 def _status_block(status: int, message: str) -> bytes:
     block = _literal(b"grpc-status", str(status).encode())
     if message:
-        # grpc-message is percent-encoded (gRPC HTTP/2 protocol, "Responses").
+        # grpc-message is percent-encoded (gRPC HTTP/2 protocol, "Responses"), and bounded so
+        # that the block fits one frame of the smallest size a client may allow (16 KB).
+        message = message[:MAX_STATUS_MESSAGE]
         encoded = urllib.parse.quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
         block += _literal(b"grpc-message", encoded.encode())
     return block
@@ -215,6 +221,7 @@ class _Stream:
         "buffer",
         "headers_sent",
         "id",
+        "partial",
         "pending",
         "remote_closed",
         "send_window",
@@ -233,6 +240,20 @@ class _Stream:
         self.trailers: bytes | None = None  # sent once `pending` drains
         self.headers_sent = False
         self.remote_closed = False
+        self.partial = False  # pending[0] is the tail of a message already partly sent
+
+
+@dataclass(slots=True)
+class _HeaderBlock:
+    """A header block whose HEADERS frame lacked END_HEADERS."""
+
+    stream_id: int
+    end_stream: bool
+    fragments: list[bytes]
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        self.size = sum(map(len, self.fragments))
 
 
 class _ConnectionError(Exception):
@@ -261,8 +282,7 @@ class _Connection(asyncio.Protocol):
         self._conn_send_window = DEFAULT_WINDOW
         self._conn_unacked = 0
         self._blocked: dict[int, None] = {}  # streams with pending DATA, in arrival order
-        # A header block being continued: (stream id, END_STREAM on its HEADERS, fragments).
-        self._continuation: tuple[int, bool, list[bytes]] | None = None
+        self._continuation: _HeaderBlock | None = None  # a block awaiting CONTINUATION
         self.going_away = False
         self._close_after_flush = False
 
@@ -271,13 +291,17 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._server.connections.add(self)
-        settings = _SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, RECEIVE_WINDOW) + _SETTING.pack(
-            SETTINGS_MAX_FRAME_SIZE, RECEIVE_MAX_FRAME
+        settings = (
+            _SETTING.pack(SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS)
+            + _SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, RECEIVE_WINDOW)
+            + _SETTING.pack(SETTINGS_MAX_FRAME_SIZE, RECEIVE_MAX_FRAME)
         )
         transport.write(
             frame(SETTINGS, 0, 0, settings)
             + frame(WINDOW_UPDATE, 0, 0, _U32.pack(RECEIVE_WINDOW - DEFAULT_WINDOW))
         )
+        if self._server.stopping:  # accepted (or its TLS handshake ended) during stop()
+            self.start_going_away()
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
@@ -285,17 +309,21 @@ class _Connection(asyncio.Protocol):
             consumed = self._receive(buffer)
         except _ConnectionError as exc:
             log.warning("http2_connection_error", code=exc.code, reason=str(exc))
-            self._goaway(exc.code, str(exc))
-            self._close_when_flushed()
-            self._flush()
+            self._close_on_error(exc.code, str(exc))
             return
         except Exception as exc:  # a bug here must cost one connection, not the server
             log.error("http2_connection_failed", error=repr(exc), exc_info=True)
-            self._goaway(INTERNAL_ERROR)
-            self._close_when_flushed()
-            self._flush()
+            self._close_on_error(INTERNAL_ERROR, "")
             return
         self._buffer = buffer[consumed:]
+        self._flush()
+
+    def _close_on_error(self, code: int, reason: str) -> None:
+        """GOAWAY, end every stream now (sessions closed), then close the connection."""
+        self._goaway(code, reason)
+        for stream in list(self._streams.values()):
+            self._end(stream)
+        self._close_when_flushed()
         self._flush()
 
     def eof_received(self) -> bool | None:
@@ -308,11 +336,11 @@ class _Connection(asyncio.Protocol):
         self._transport = None
 
     def pause_writing(self) -> None:
-        if self._transport is not None:
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self._transport is not None:
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
 
     # -- inbound ----------------------------------------------------------------------------
@@ -390,13 +418,19 @@ class _Connection(asyncio.Protocol):
             return  # a stream we already ended (or reset): drop its data
         data = self._unpad(flags, payload)
         stream.unacked += size
-        if not flags & END_STREAM and stream.unacked >= RECEIVE_WINDOW // 2:
-            self._out.append(frame(WINDOW_UPDATE, 0, stream_id, _U32.pack(stream.unacked)))
-            stream.unacked = 0
+        if not flags & END_STREAM:
+            self._replenish(stream)
         if data:
             self._on_grpc_bytes(stream, data)
         if flags & END_STREAM and stream.id in self._streams:
             self._remote_end(stream)
+
+    def _replenish(self, stream: _Stream) -> None:
+        """Return half a window of received bytes to the client, unless the stream's replies
+        are waiting for the client's window: then its input waits too (bounded memory)."""
+        if stream.unacked >= RECEIVE_WINDOW // 2 and not stream.pending:
+            self._out.append(frame(WINDOW_UPDATE, 0, stream.id, _U32.pack(stream.unacked)))
+            stream.unacked = 0
 
     def _on_grpc_bytes(self, stream: _Stream, data: bytes) -> None:
         buffer = stream.buffer
@@ -448,22 +482,25 @@ class _Connection(asyncio.Protocol):
         block = self._unpad(flags, payload)
         if flags & PRIORITY_FLAG:
             block = block[5:]
+        if len(block) > MAX_HEADER_BLOCK:
+            raise _ConnectionError(PROTOCOL_ERROR, "header block too large")
         if flags & END_HEADERS:
             self._on_header_block(stream_id, bool(flags & END_STREAM), block)
         else:
-            self._continuation = (stream_id, bool(flags & END_STREAM), [block])
+            self._continuation = _HeaderBlock(stream_id, bool(flags & END_STREAM), [block])
 
     def _on_continuation(self, stream_id: int, flags: int, payload: bytes) -> None:
-        if self._continuation is None or self._continuation[0] != stream_id:
+        pending = self._continuation
+        if pending is None or pending.stream_id != stream_id:
             raise _ConnectionError(PROTOCOL_ERROR, "unexpected CONTINUATION")
-        fragments = self._continuation[2]
-        fragments.append(payload)
-        if sum(map(len, fragments)) > MAX_HEADER_BLOCK:
+        pending.fragments.append(payload)
+        pending.size += len(payload)
+        # Bounded in bytes and in frames: empty CONTINUATIONs must not be free to send.
+        if pending.size > MAX_HEADER_BLOCK or len(pending.fragments) > MAX_CONTINUATIONS:
             raise _ConnectionError(PROTOCOL_ERROR, "header block too large")
         if flags & END_HEADERS:
-            _, end_stream, _ = self._continuation
             self._continuation = None
-            self._on_header_block(stream_id, end_stream, b"".join(fragments))
+            self._on_header_block(stream_id, pending.end_stream, b"".join(pending.fragments))
 
     def _path_of(self, block: bytes) -> bytes:
         """The `:path` of a header block, decoding it only when its meaning may have changed.
@@ -501,7 +538,7 @@ class _Connection(asyncio.Protocol):
                 raise _ConnectionError(PROTOCOL_ERROR, f"even stream id {stream_id}")
             return  # headers for a stream that already ended: nothing to do
         self._last_stream = stream_id
-        if self.going_away or self._server.stopping:
+        if self.going_away or self._server.stopping or len(self._streams) >= MAX_CONCURRENT_STREAMS:
             self._out.append(frame(RST_STREAM, 0, stream_id, _U32.pack(REFUSED_STREAM)))
             return
         factory = self._routes.get(path.decode("latin-1"))
@@ -510,7 +547,10 @@ class _Connection(asyncio.Protocol):
             if factory is None:
                 raise GrpcError(UNIMPLEMENTED, f"unknown method {path.decode('latin-1')!r}")
             session = factory()
-        except GrpcError as exc:
+        except Exception as exc:
+            if not isinstance(exc, GrpcError):  # a bug costs this call, not the connection
+                log.error("grpc_session_factory_failed", error=repr(exc), exc_info=True)
+                exc = GrpcError(INTERNAL, "internal error")
             if end_stream:
                 self._trailers_only(stream_id, exc.status, exc.message)
                 return
@@ -597,12 +637,16 @@ class _Connection(asyncio.Protocol):
             piece = chunk[:allowed]
             if len(piece) == len(chunk):
                 stream.pending.popleft()
+                stream.partial = False
             else:
                 stream.pending[0] = chunk[allowed:]
+                stream.partial = True  # a message is half sent: it must be finished
             stream.send_window -= len(piece)
             self._conn_send_window -= len(piece)
             self._out.append(frame(DATA, 0, stream.id, bytes(piece)))
         self._blocked.pop(stream.id, None)
+        if not stream.remote_closed:
+            self._replenish(stream)
         if stream.trailers is not None:
             self._out.append(frame(HEADERS, END_STREAM | END_HEADERS, stream.id, stream.trailers))
             self._end(stream)
@@ -638,13 +682,20 @@ class _Connection(asyncio.Protocol):
         stream.remote_closed = True
         if isinstance(stream.session, _Refused):
             self._finish(stream, stream.session.error.status, stream.session.error.message)
+        elif stream.buffer:
+            self._fail(stream, INTERNAL, "the request stream ended inside a message")
         else:
             self._finish(stream, OK)
 
     def _fail(self, stream: _Stream, status: int, message: str) -> None:
         # No RST_STREAM after the trailers: grpcio's client may then report INTERNAL instead
         # of our status. Whatever the client still sends on the stream is dropped.
+        # Unsent replies are dropped, except the rest of a half-sent one: the body must stay
+        # well framed for the client to read our status.
+        head = stream.pending[0] if stream.partial else None
         stream.pending.clear()
+        if head is not None:
+            stream.pending.append(head)
         self._finish(stream, status, message)
 
     def _trailers_only(self, stream_id: int, status: int, message: str) -> None:
@@ -664,14 +715,16 @@ class _Connection(asyncio.Protocol):
         self._server.stream_ended()
 
     def _flush(self) -> None:
-        if self._transport is None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            # Closing already: asyncio's TLS transport must not be written or closed again.
             self._out.clear()
             return
         if self._out:
-            self._transport.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
+            transport.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
             self._out.clear()
         if self._close_after_flush:
-            self._transport.close()  # asyncio writes what is buffered, then closes
+            transport.close()  # asyncio writes what is buffered, then closes
 
     def _goaway(self, code: int, reason: str = "") -> None:
         payload = _U32.pack(self._last_stream) + _U32.pack(code) + reason.encode()[:256]
@@ -690,12 +743,14 @@ class _Connection(asyncio.Protocol):
         self._flush()
 
     def cancel_all(self) -> None:
-        """The drain deadline passed: end every open stream and close the connection."""
+        """The drain deadline passed: end every open stream and drop the connection (abort: a
+        client that stopped reading must not hold the socket open)."""
         for stream in list(self._streams.values()):
             self._out.append(frame(RST_STREAM, 0, stream.id, _U32.pack(CANCEL)))
             self._end(stream)
-        self._close_when_flushed()
         self._flush()
+        if self._transport is not None:
+            self._transport.abort()
 
 
 class GrpcServer:

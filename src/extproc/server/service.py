@@ -59,8 +59,9 @@ class ExternalProcessor:
         """A new stream on the built-in HTTP/2 server."""
         if self._serving is not None and not self._serving():
             raise GrpcError(UNAVAILABLE, _STANDBY)
+        exchange = self._new_exchange()
         self.open_streams += 1
-        return ExchangeSession(self, self._new_exchange())
+        return ExchangeSession(self, exchange)
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         # Replies are serialised in `process` (constant ones could be cached as bytes), so the

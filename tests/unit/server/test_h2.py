@@ -430,3 +430,110 @@ async def test_paths_stay_right_when_the_client_changes_its_hpack_table(
         assert data == (grpc_frame(b"ba") if path == ECHO else b""), path
         sid += 2
     client.close()
+
+
+# -- misbehaving clients and failures at awkward moments -------------------------------------
+
+
+async def raw_connection(
+    port: int, *frames: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Preface, an empty SETTINGS frame, then `frames`, all hand-made."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + raw(0x4, 0, 0) + b"".join(frames))
+    return reader, writer
+
+
+def raw(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">HBBBI", len(payload) >> 8, len(payload) & 0xFF, kind, flags, stream_id) + (
+        payload
+    )
+
+
+def headers_frame(stream_id: int, path: str = ECHO, flags: int = 0x4) -> bytes:
+    return raw(0x1, flags, stream_id, hpack.Encoder().encode(RawClient.headers(path)))
+
+
+def trailers_of(frames: list[tuple[int, int, int, bytes]], stream_id: int) -> dict[str, str]:
+    decoder = hpack.Decoder()  # every block here is encoded without the dynamic table
+    blocks = [decoder.decode(p) for kind, _, sid, p in frames if kind == 0x1 and sid == stream_id]
+    return dict(blocks[-1])
+
+
+def ends_stream(stream_id: int) -> Callable[[int, int, int], bool]:
+    return lambda kind, flags, sid: sid == stream_id and kind in (0x0, 0x1) and bool(flags & 1)
+
+
+async def test_an_error_after_a_half_sent_reply_finishes_that_message_first(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    # The client allows 10 bytes: the 105-byte reply is cut by flow control, then the next
+    # message fails. The reply's rest must still come (when the window opens) before the
+    # trailers, or the body would end inside a gRPC message.
+    _, _, port = served
+    settings = raw(0x4, 0, 0, struct.pack(">HI", 0x4, 10))
+    reader, writer = await raw_connection(
+        port,
+        settings,
+        headers_frame(1),
+        raw(0x0, 0, 1, grpc_frame(b"A" * 100) + grpc_frame(b"boom")),
+    )
+    first = await read_frames(reader, lambda kind, _, sid: kind == 0x0 and sid == 1)
+    assert len(first[-1][3]) == 10
+    writer.write(raw(0x8, 0, 1, struct.pack(">I", 1000)))  # WINDOW_UPDATE: the rest may come
+    frames = first + await read_frames(reader, ends_stream(1))
+    body = b"".join(p for kind, _, sid, p in frames if kind == 0x0 and sid == 1)
+    assert body == grpc_frame(b"A" * 100)
+    assert trailers_of(frames, 1)["grpc-status"] == str(INTERNAL)
+    writer.close()
+
+
+async def test_a_stream_ending_inside_a_message_is_an_error(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    _, recorder, port = served
+    cut = grpc_frame(b"B" * 100)[:15]
+    reader, writer = await raw_connection(port, headers_frame(1), raw(0x0, 0x1, 1, cut))
+    frames = await read_frames(reader, ends_stream(1))
+    assert trailers_of(frames, 1)["grpc-status"] == str(INTERNAL)
+    assert recorder.received == []
+    writer.close()
+
+
+async def test_endless_continuation_frames_end_the_connection(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    _, _, port = served
+    block = hpack.Encoder().encode(RawClient.headers(ECHO))
+    flood = raw(0x1, 0, 1, block[:3]) + raw(0x9, 0, 1) * 1000  # empty CONTINUATIONs
+    reader, writer = await raw_connection(port, flood)
+    frames = await read_frames(reader, lambda kind, _, __: kind == 0x7)  # GOAWAY
+    assert struct.unpack(">I", frames[-1][3][4:8])[0] == 1  # PROTOCOL_ERROR
+    writer.close()
+
+
+async def test_a_failing_session_factory_costs_one_call_and_long_messages_are_cut() -> None:
+    calls = 0
+
+    def flaky() -> EchoSession:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("bug while opening a session")
+        raise GrpcError(UNAVAILABLE, "x" * 100_000)
+
+    server = GrpcServer({ECHO: flaky, "/test.Echo/Ok": Recorder().session})
+    port = await server.start("127.0.0.1", 0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            for code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    _ = [r async for r in chat(channel)(iter([b"hi"]))]
+                assert failed.value.code() == code
+                assert len(failed.value.details() or "") <= 1024
+            fine = chat(channel, "/test.Echo/Ok")()
+            await fine.write(b"ok")
+            await fine.done_writing()
+            assert [r async for r in fine] == [b"ko"]
+    finally:
+        await server.stop(0)
