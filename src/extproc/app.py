@@ -220,7 +220,9 @@ class PickerApp:
         server: ExtProcListener
         if cfg.grpc_server == BUILTIN:
             tls = server_ssl_context(cfg.cert_path, hosts) if cfg.secure_serving else None
-            server = BuiltinListener(self.processor, self.health_status.get, address, tls)
+            server = BuiltinListener(
+                self.processor, self.health_status.get, address, tls, self.metrics
+            )
         else:
             credentials = server_credentials(cfg.cert_path, hosts) if cfg.secure_serving else None
             server = GrpcioListener(self.processor, self.health, address, credentials)

@@ -96,6 +96,22 @@ class PickerMetrics:
             buckets=_SCHEDULER_BUCKETS, registry=r,
         )  # fmt: skip
 
+        # The ext_proc port's built-in HTTP/2 server (read at scrape time; no hot-path cost).
+        self.grpc_connections = Gauge(
+            "extproc_grpc_connections", "Open HTTP/2 connections on the ext_proc port.",
+            registry=r,
+        )  # fmt: skip
+        self.grpc_open_streams = Gauge(
+            "extproc_grpc_open_streams",
+            "Open gRPC streams on the ext_proc port (one per HTTP request Envoy is processing).",
+            registry=r,
+        )  # fmt: skip
+        self.grpc_connection_errors = Counter(
+            "extproc_grpc_connection_errors",
+            "ext_proc connections closed by the picker on an HTTP/2 error, by RFC 9113 code.",
+            ("code",), registry=r,
+        )  # fmt: skip
+
     def model_series(self, model_name: str, target_model: str) -> ModelSeries:
         """Children of the per-model metrics, cached: `labels()` is costly on the hot path."""
         key = (model_name, target_model)

@@ -130,10 +130,23 @@ def test_header_only_request_is_routed(stack: LocalStack, upstream: RecordingUps
     assert resp.headers["x-inference-pod"] == upstream.endpoint.name
 
 
-def _output_tokens(stack: LocalStack) -> float:
+def test_transport_gauges_show_envoys_connections(
+    stack: LocalStack, upstream: RecordingUpstream
+) -> None:
+    assert request(stack.url, body=chat()).status == 200
+    assert _metric(stack, "extproc_grpc_connections") >= 1  # Envoy's worker connection(s)
+    assert _metric(stack, "extproc_grpc_open_streams") == 0  # the exchange has ended
+
+
+def _metric(stack: LocalStack, prefix: str) -> float:
+    """The sum of every sample whose line starts with `prefix`."""
     text = request(stack.metrics_url.rsplit("/metrics", 1)[0], "/metrics", method="GET").body
     total = 0.0
     for line in text.decode().splitlines():
-        if line.startswith("inference_model_output_tokens_sum"):
+        if line.startswith(prefix):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def _output_tokens(stack: LocalStack) -> float:
+    return _metric(stack, "inference_model_output_tokens_sum")

@@ -59,6 +59,11 @@ PRIORITY_FLAG = 0x20
 # Error codes (RFC 9113 §7).
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
 FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 6, 7, 8, 9
+_ERROR_NAMES = {
+    PROTOCOL_ERROR: "PROTOCOL_ERROR", INTERNAL_ERROR: "INTERNAL_ERROR",
+    FLOW_CONTROL_ERROR: "FLOW_CONTROL_ERROR", FRAME_SIZE_ERROR: "FRAME_SIZE_ERROR",
+    COMPRESSION_ERROR: "COMPRESSION_ERROR",
+}  # fmt: skip
 # Settings.
 SETTINGS_HEADER_TABLE_SIZE, SETTINGS_MAX_CONCURRENT_STREAMS = 0x1, 0x3
 SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 0x4, 0x5
@@ -320,6 +325,8 @@ class _Connection(asyncio.Protocol):
 
     def _close_on_error(self, code: int, reason: str) -> None:
         """GOAWAY, end every stream now (sessions closed), then close the connection."""
+        if self._server.on_connection_error is not None:
+            self._server.on_connection_error(_ERROR_NAMES.get(code, str(code)))
         self._goaway(code, reason)
         for stream in list(self._streams.values()):
             self._end(stream)
@@ -762,8 +769,11 @@ class GrpcServer:
         *,
         limits: ServerLimits | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        on_connection_error: Callable[[str], None] | None = None,
     ) -> None:
         self.routes = dict(routes)
+        # Told the error's name (PROTOCOL_ERROR, ...) when a connection is closed on an error.
+        self.on_connection_error = on_connection_error
         self.limits = limits or ServerLimits()
         self._ssl = ssl_context
         self.connections: set[_Connection] = set()

@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from extproc.metrics import PickerMetrics
 from extproc.server.h2 import GrpcServer, ServerLimits
 from extproc.server.health import CHECK_PATH, HealthCheckSession
 from extproc.server.service import PROCESS_PATH, ExternalProcessor
@@ -51,17 +52,23 @@ class BuiltinListener:
         health_status: Callable[[str], int | None],
         address: tuple[str, int],
         tls: tuple[ssl.SSLContext, CertificateFiles | None] | None = None,
+        metrics: PickerMetrics | None = None,
     ) -> None:
         self._address = address
         self._tls = tls
-        self._server = GrpcServer(
+        errors = metrics.grpc_connection_errors if metrics is not None else None
+        self._server = server = GrpcServer(
             {
                 PROCESS_PATH: processor.session,
                 CHECK_PATH: lambda: HealthCheckSession(health_status),
             },
             limits=ServerLimits(max_message_bytes=MAX_GRPC_MESSAGE_BYTES),
             ssl_context=tls[0] if tls else None,
+            on_connection_error=(lambda code: errors.labels(code).inc()) if errors else None,
         )
+        if metrics is not None:
+            metrics.grpc_connections.set_function(lambda: len(server.connections))
+            metrics.grpc_open_streams.set_function(lambda: server.open_streams)
         self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> int:

@@ -367,7 +367,9 @@ async def test_tiny_client_windows_and_frames_split_and_resume(
 async def test_a_bad_preface_gets_goaway_and_close(
     served: tuple[GrpcServer, Recorder, int],
 ) -> None:
-    _, _, port = served
+    server, _, port = served
+    errors: list[str] = []
+    server.on_connection_error = errors.append
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     await writer.drain()
@@ -375,6 +377,7 @@ async def test_a_bad_preface_gets_goaway_and_close(
     # The server's SETTINGS, WINDOW_UPDATE, then GOAWAY (type 7) with PROTOCOL_ERROR.
     assert b"\x00\x00\x00\x00\x00\x00\x00\x01" in received
     assert bytes([0x07]) in received[3::1]
+    assert errors == ["PROTOCOL_ERROR"]
     writer.close()
 
 
