@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import struct
-import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -43,132 +41,60 @@ import hpack
 from google.protobuf.message import DecodeError, Message
 
 from extproc.logs import get_logger
+from extproc.server.h2wire import (
+    ACK,
+    CANCEL,
+    COMPRESSION_ERROR,
+    CONTINUATION,
+    DATA,
+    DEFAULT_MAX_FRAME,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    ERROR_NAMES,
+    FLOW_CONTROL_ERROR,
+    FRAME_HEADER,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    GRPC_PREFIX,
+    HEADERS,
+    INTERNAL_ERROR,
+    MAX_CONCURRENT_STREAMS,
+    MAX_CONTINUATIONS,
+    MAX_HEADER_BLOCK,
+    MAX_WINDOW,
+    NO_ERROR,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY_FLAG,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    RECEIVE_MAX_FRAME,
+    RECEIVE_WINDOW,
+    REFUSED_STREAM,
+    RESPONSE_HEADERS,
+    RST_STREAM,
+    SETTING,
+    SETTINGS,
+    SETTINGS_INITIAL_WINDOW_SIZE,
+    SETTINGS_MAX_CONCURRENT_STREAMS,
+    SETTINGS_MAX_FRAME_SIZE,
+    U32,
+    WINDOW_UPDATE,
+    frame,
+    leaves_table_unchanged,
+    status_block,
+)
 
 log = get_logger(__name__)
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-# Frame types (RFC 9113 §6).
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
-WINDOW_UPDATE, CONTINUATION = 8, 9
-# Flags.
-END_STREAM = ACK = 0x1
-END_HEADERS = 0x4
-PADDED = 0x8
-PRIORITY_FLAG = 0x20
-# Error codes (RFC 9113 §7).
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
-FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 6, 7, 8, 9
-_ERROR_NAMES = {
-    PROTOCOL_ERROR: "PROTOCOL_ERROR", INTERNAL_ERROR: "INTERNAL_ERROR",
-    FLOW_CONTROL_ERROR: "FLOW_CONTROL_ERROR", FRAME_SIZE_ERROR: "FRAME_SIZE_ERROR",
-    COMPRESSION_ERROR: "COMPRESSION_ERROR",
-}  # fmt: skip
-# Settings.
-SETTINGS_HEADER_TABLE_SIZE, SETTINGS_MAX_CONCURRENT_STREAMS = 0x1, 0x3
-SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 0x4, 0x5
-SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
-
-DEFAULT_WINDOW = 65_535
-DEFAULT_MAX_FRAME = 16_384
-MAX_WINDOW = 2**31 - 1
-# What we advertise: large windows and frames, so that a 100 KB body is one frame and no
-# WINDOW_UPDATE is needed for most streams.
-RECEIVE_WINDOW = 16 * 1024 * 1024
-RECEIVE_MAX_FRAME = 1024 * 1024
-MAX_HEADER_BLOCK = 64 * 1024
-MAX_CONTINUATIONS = 64
-MAX_STATUS_MESSAGE = 1024  # characters of grpc-message: a header block must fit one frame
-MAX_CONCURRENT_STREAMS = 4096  # Envoy opens one stream per HTTP request in flight
 
 # gRPC status codes.
 OK, CANCELLED, UNKNOWN, INTERNAL, UNIMPLEMENTED, UNAVAILABLE = 0, 1, 2, 13, 12, 14
 RESOURCE_EXHAUSTED = 8
 
-_FRAME_HEADER = struct.Struct(">HBBBI")  # 24-bit length as 16 + 8 bits, type, flags, stream
-_SETTING = struct.Struct(">HI")
-_U32 = struct.Struct(">I")
-_GRPC_PREFIX = struct.Struct(">BI")
-
-
-def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    size = len(payload)
-    return _FRAME_HEADER.pack(size >> 8, size & 0xFF, kind, flags, stream_id) + payload
-
-
-def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
-    """RFC 7541 §5.1 integer with an N-bit prefix; `first` holds the pattern bits above it."""
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _literal(name: bytes, value: bytes) -> bytes:
-    """A literal header field without indexing, new name, no Huffman coding (§6.2.2)."""
-    return b"\x00" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value
-
-
-# `:status: 200` is static-table entry 8; `content-type` is static name 31.
-_RESPONSE_HEADERS = b"\x88" + _hpack_int(31, 4) + _hpack_int(16, 7) + b"application/grpc"
-
-
-def _status_block(status: int, message: str) -> bytes:
-    block = _literal(b"grpc-status", str(status).encode())
-    if message:
-        # grpc-message is percent-encoded (gRPC HTTP/2 protocol, "Responses"), and bounded so
-        # that the block fits one frame of the smallest size a client may allow (16 KB).
-        message = message[:MAX_STATUS_MESSAGE]
-        encoded = urllib.parse.quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
-        block += _literal(b"grpc-message", encoded.encode())
-    return block
-
-
 _PATH_CACHE_SIZE = 64
-
-
-def _hpack_int_end(block: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
-    """Decode an HPACK integer at `pos`: (value, position after it)."""
-    limit = (1 << prefix_bits) - 1
-    value = block[pos] & limit
-    pos += 1
-    if value == limit:
-        shift = 0
-        while True:
-            byte = block[pos]
-            pos += 1
-            value += (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-    return value, pos
-
-
-def _leaves_table_unchanged(block: bytes) -> bool:
-    """True when an HPACK block holds only indexed fields and literals without indexing or
-    never indexed (RFC 7541 §6): decoding it neither adds to nor resizes the dynamic table."""
-    pos, end = 0, len(block)
-    try:
-        while pos < end:
-            first = block[pos]
-            if first & 0x80:  # indexed field
-                _, pos = _hpack_int_end(block, pos, 7)
-            elif first & 0xE0 == 0x00 or first & 0xF0 == 0x10:  # literal, not indexed
-                index, pos = _hpack_int_end(block, pos, 4)
-                for _ in range(2 if index == 0 else 1):  # a new name, then the value
-                    size, pos = _hpack_int_end(block, pos, 7)
-                    pos += size
-            else:  # incremental indexing (01xxxxxx) or a table size update (001xxxxx)
-                return False
-    except IndexError:
-        return False  # truncated: the decoder reports it
-    return pos == end
+_PATH_CACHE_BLOCK = 1024
 
 
 class StreamSession(Protocol):
@@ -297,13 +223,13 @@ class _Connection(asyncio.Protocol):
         self._transport = transport
         self._server.connections.add(self)
         settings = (
-            _SETTING.pack(SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS)
-            + _SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, RECEIVE_WINDOW)
-            + _SETTING.pack(SETTINGS_MAX_FRAME_SIZE, RECEIVE_MAX_FRAME)
+            SETTING.pack(SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS)
+            + SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, RECEIVE_WINDOW)
+            + SETTING.pack(SETTINGS_MAX_FRAME_SIZE, RECEIVE_MAX_FRAME)
         )
         transport.write(
             frame(SETTINGS, 0, 0, settings)
-            + frame(WINDOW_UPDATE, 0, 0, _U32.pack(RECEIVE_WINDOW - DEFAULT_WINDOW))
+            + frame(WINDOW_UPDATE, 0, 0, U32.pack(RECEIVE_WINDOW - DEFAULT_WINDOW))
         )
         if self._server.stopping:  # accepted (or its TLS handshake ended) during stop()
             self.start_going_away()
@@ -326,7 +252,7 @@ class _Connection(asyncio.Protocol):
     def _close_on_error(self, code: int, reason: str) -> None:
         """GOAWAY, end every stream now (sessions closed), then close the connection."""
         if self._server.on_connection_error is not None:
-            self._server.on_connection_error(_ERROR_NAMES.get(code, str(code)))
+            self._server.on_connection_error(ERROR_NAMES.get(code, str(code)))
         self._goaway(code, reason)
         for stream in list(self._streams.values()):
             self._end(stream)
@@ -365,7 +291,7 @@ class _Connection(asyncio.Protocol):
             pos = len(PREFACE)
         end = len(buffer)
         while end - pos >= 9:
-            high, low, kind, flags, stream_id = _FRAME_HEADER.unpack_from(buffer, pos)
+            high, low, kind, flags, stream_id = FRAME_HEADER.unpack_from(buffer, pos)
             size = (high << 8) | low
             if size > RECEIVE_MAX_FRAME:
                 raise _ConnectionError(FRAME_SIZE_ERROR, f"frame of {size} bytes")
@@ -418,7 +344,7 @@ class _Connection(asyncio.Protocol):
         # Every DATA byte counts against the connection window, even on streams we closed.
         self._conn_unacked += size
         if self._conn_unacked >= RECEIVE_WINDOW // 2:
-            self._out.append(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._conn_unacked)))
+            self._out.append(frame(WINDOW_UPDATE, 0, 0, U32.pack(self._conn_unacked)))
             self._conn_unacked = 0
         stream = self._streams.get(stream_id)
         if stream is None or stream.remote_closed:
@@ -436,7 +362,7 @@ class _Connection(asyncio.Protocol):
         """Return half a window of received bytes to the client, unless the stream's replies
         are waiting for the client's window: then its input waits too (bounded memory)."""
         if stream.unacked >= RECEIVE_WINDOW // 2 and not stream.pending:
-            self._out.append(frame(WINDOW_UPDATE, 0, stream.id, _U32.pack(stream.unacked)))
+            self._out.append(frame(WINDOW_UPDATE, 0, stream.id, U32.pack(stream.unacked)))
             stream.unacked = 0
 
     def _on_grpc_bytes(self, stream: _Stream, data: bytes) -> None:
@@ -453,7 +379,7 @@ class _Connection(asyncio.Protocol):
             buffer.clear()
         pos, end = 0, len(data)
         while end - pos >= 5:
-            compressed, size = _GRPC_PREFIX.unpack_from(data, pos)
+            compressed, size = GRPC_PREFIX.unpack_from(data, pos)
             if size > self._max_message:
                 self._fail(stream, RESOURCE_EXHAUSTED, f"message of {size} bytes over the limit")
                 return
@@ -517,7 +443,8 @@ class _Connection(asyncio.Protocol):
         CPU per call. A block that leaves the dynamic table unchanged means the same thing
         until some block changes the table, so its path is remembered until then.
         """
-        stateless = _leaves_table_unchanged(block)
+        # Only small blocks are remembered (Envoy's are ~100 bytes): at most 64 KB per connection.
+        stateless = len(block) <= _PATH_CACHE_BLOCK and leaves_table_unchanged(block)
         if stateless:
             path = self._paths.get(block)
             if path is not None:
@@ -546,7 +473,7 @@ class _Connection(asyncio.Protocol):
             return  # headers for a stream that already ended: nothing to do
         self._last_stream = stream_id
         if self.going_away or self._server.stopping or len(self._streams) >= MAX_CONCURRENT_STREAMS:
-            self._out.append(frame(RST_STREAM, 0, stream_id, _U32.pack(REFUSED_STREAM)))
+            self._out.append(frame(RST_STREAM, 0, stream_id, U32.pack(REFUSED_STREAM)))
             return
         factory = self._routes.get(path.decode("latin-1"))
         session: StreamSession
@@ -574,7 +501,7 @@ class _Connection(asyncio.Protocol):
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
             raise _ConnectionError(FRAME_SIZE_ERROR, "WINDOW_UPDATE payload is not 4 bytes")
-        increment = _U32.unpack(payload)[0] & 0x7FFFFFFF
+        increment = U32.unpack(payload)[0] & 0x7FFFFFFF
         if stream_id == 0:
             self._conn_send_window += increment
         else:
@@ -593,7 +520,7 @@ class _Connection(asyncio.Protocol):
         if len(payload) % 6:
             raise _ConnectionError(FRAME_SIZE_ERROR, "SETTINGS payload not a multiple of 6")
         for offset in range(0, len(payload), 6):
-            key, value = _SETTING.unpack_from(payload, offset)
+            key, value = SETTING.unpack_from(payload, offset)
             if key == SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
                     raise _ConnectionError(FLOW_CONTROL_ERROR, "initial window too large")
@@ -614,9 +541,9 @@ class _Connection(asyncio.Protocol):
     def _send_message(self, stream: _Stream, payload: bytes) -> None:
         if not stream.headers_sent:
             stream.headers_sent = True
-            self._out.append(frame(HEADERS, END_HEADERS, stream.id, _RESPONSE_HEADERS))
+            self._out.append(frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS))
         size = len(payload)
-        prefix = _GRPC_PREFIX.pack(0, size)
+        prefix = GRPC_PREFIX.pack(0, size)
         total = size + 5
         if (
             not stream.pending
@@ -627,7 +554,7 @@ class _Connection(asyncio.Protocol):
             stream.send_window -= total
             self._conn_send_window -= total
             self._out.append(
-                _FRAME_HEADER.pack(total >> 8, total & 0xFF, DATA, 0, stream.id) + prefix + payload
+                FRAME_HEADER.pack(total >> 8, total & 0xFF, DATA, 0, stream.id) + prefix + payload
             )
             return
         stream.pending.append(memoryview(prefix + payload))
@@ -674,11 +601,11 @@ class _Connection(asyncio.Protocol):
         """End the call with trailers (after any DATA still waiting for window)."""
         if not stream.headers_sent:
             stream.headers_sent = True
-            block = _RESPONSE_HEADERS + _status_block(status, message)
+            block = RESPONSE_HEADERS + status_block(status, message)
             self._out.append(frame(HEADERS, END_STREAM | END_HEADERS, stream.id, block))
             self._end(stream)
             return
-        trailers = _status_block(status, message)
+        trailers = status_block(status, message)
         if stream.pending:
             stream.trailers = trailers
             return
@@ -706,7 +633,7 @@ class _Connection(asyncio.Protocol):
         self._finish(stream, status, message)
 
     def _trailers_only(self, stream_id: int, status: int, message: str) -> None:
-        block = _RESPONSE_HEADERS + _status_block(status, message)
+        block = RESPONSE_HEADERS + status_block(status, message)
         self._out.append(frame(HEADERS, END_STREAM | END_HEADERS, stream_id, block))
 
     def _end(self, stream: _Stream) -> None:
@@ -734,7 +661,7 @@ class _Connection(asyncio.Protocol):
             transport.close()  # asyncio writes what is buffered, then closes
 
     def _goaway(self, code: int, reason: str = "") -> None:
-        payload = _U32.pack(self._last_stream) + _U32.pack(code) + reason.encode()[:256]
+        payload = U32.pack(self._last_stream) + U32.pack(code) + reason.encode()[:256]
         self._out.append(frame(GOAWAY, 0, 0, payload))
 
     def _close_when_flushed(self) -> None:
@@ -753,7 +680,7 @@ class _Connection(asyncio.Protocol):
         """The drain deadline passed: end every open stream and drop the connection (abort: a
         client that stopped reading must not hold the socket open)."""
         for stream in list(self._streams.values()):
-            self._out.append(frame(RST_STREAM, 0, stream.id, _U32.pack(CANCEL)))
+            self._out.append(frame(RST_STREAM, 0, stream.id, U32.pack(CANCEL)))
             self._end(stream)
         self._flush()
         if self._transport is not None:

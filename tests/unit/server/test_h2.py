@@ -28,8 +28,8 @@ from extproc.server.h2 import (
     GrpcError,
     GrpcServer,
     ServerLimits,
-    _leaves_table_unchanged,
 )
+from extproc.server.h2wire import leaves_table_unchanged
 from extproc.server.health import CHECK_PATH, HealthCheckSession
 
 pytestmark = pytest.mark.timeout(30)
@@ -410,11 +410,11 @@ def test_header_blocks_that_leave_the_hpack_table_unchanged_are_recognised() -> 
     again = encoder.encode(headers)  # now all indexed: changes nothing
     never = encoder.encode([(":path", ECHO, True)])  # a never-indexed literal
     resize = b"\x3f\xe1\x1f" + again  # a dynamic table size update first
-    assert not _leaves_table_unchanged(first)
-    assert _leaves_table_unchanged(again)
-    assert _leaves_table_unchanged(never)
-    assert not _leaves_table_unchanged(resize)
-    assert not _leaves_table_unchanged(again[:-1] + b"\xff")  # truncated integer
+    assert not leaves_table_unchanged(first)
+    assert leaves_table_unchanged(again)
+    assert leaves_table_unchanged(never)
+    assert not leaves_table_unchanged(resize)
+    assert not leaves_table_unchanged(again[:-1] + b"\xff")  # truncated integer
 
 
 async def test_paths_stay_right_when_the_client_changes_its_hpack_table(

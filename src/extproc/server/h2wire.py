@@ -1,0 +1,127 @@
+"""HTTP/2 (RFC 9113) and HPACK (RFC 7541) wire details for the built-in gRPC server (`h2.py`):
+frame and setting codes, frame encoding, the constant header blocks we send (literals without
+indexing: no encoder state), and the check that a client's header block leaves the HPACK
+dynamic table unchanged."""
+
+from __future__ import annotations
+
+import struct
+import urllib.parse
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# Frame types (RFC 9113 §6).
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
+WINDOW_UPDATE, CONTINUATION = 8, 9
+# Flags.
+END_STREAM = ACK = 0x1
+END_HEADERS = 0x4
+PADDED = 0x8
+PRIORITY_FLAG = 0x20
+# Error codes (RFC 9113 §7).
+NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
+FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 6, 7, 8, 9
+ERROR_NAMES = {
+    PROTOCOL_ERROR: "PROTOCOL_ERROR", INTERNAL_ERROR: "INTERNAL_ERROR",
+    FLOW_CONTROL_ERROR: "FLOW_CONTROL_ERROR", FRAME_SIZE_ERROR: "FRAME_SIZE_ERROR",
+    COMPRESSION_ERROR: "COMPRESSION_ERROR",
+}  # fmt: skip
+# Settings.
+SETTINGS_HEADER_TABLE_SIZE, SETTINGS_MAX_CONCURRENT_STREAMS = 0x1, 0x3
+SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 0x4, 0x5
+SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
+
+DEFAULT_WINDOW = 65_535
+DEFAULT_MAX_FRAME = 16_384
+MAX_WINDOW = 2**31 - 1
+# What we advertise: large windows and frames, so that a 100 KB body is one frame and no
+# WINDOW_UPDATE is needed for most streams.
+RECEIVE_WINDOW = 16 * 1024 * 1024
+RECEIVE_MAX_FRAME = 1024 * 1024
+MAX_HEADER_BLOCK = 64 * 1024
+MAX_CONTINUATIONS = 64
+MAX_STATUS_MESSAGE = 1024  # characters of grpc-message: a header block must fit one frame
+MAX_CONCURRENT_STREAMS = 4096  # Envoy opens one stream per HTTP request in flight
+
+
+FRAME_HEADER = struct.Struct(">HBBBI")  # 24-bit length as 16 + 8 bits, type, flags, stream
+SETTING = struct.Struct(">HI")
+U32 = struct.Struct(">I")
+GRPC_PREFIX = struct.Struct(">BI")
+
+
+def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    size = len(payload)
+    return FRAME_HEADER.pack(size >> 8, size & 0xFF, kind, flags, stream_id) + payload
+
+
+def hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
+    """RFC 7541 §5.1 integer with an N-bit prefix; `first` holds the pattern bits above it."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def literal(name: bytes, value: bytes) -> bytes:
+    """A literal header field without indexing, new name, no Huffman coding (§6.2.2)."""
+    return b"\x00" + hpack_int(len(name), 7) + name + hpack_int(len(value), 7) + value
+
+
+# `:status: 200` is static-table entry 8; `content-type` is static name 31.
+RESPONSE_HEADERS = b"\x88" + hpack_int(31, 4) + hpack_int(16, 7) + b"application/grpc"
+
+
+def status_block(status: int, message: str) -> bytes:
+    block = literal(b"grpc-status", str(status).encode())
+    if message:
+        # grpc-message is percent-encoded (gRPC HTTP/2 protocol, "Responses"), and bounded so
+        # that the block fits one frame of the smallest size a client may allow (16 KB).
+        message = message[:MAX_STATUS_MESSAGE]
+        encoded = urllib.parse.quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
+        block += literal(b"grpc-message", encoded.encode())
+    return block
+
+
+def hpack_int_end(block: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
+    """Decode an HPACK integer at `pos`: (value, position after it)."""
+    limit = (1 << prefix_bits) - 1
+    value = block[pos] & limit
+    pos += 1
+    if value == limit:
+        shift = 0
+        while True:
+            byte = block[pos]
+            pos += 1
+            value += (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+    return value, pos
+
+
+def leaves_table_unchanged(block: bytes) -> bool:
+    """True when an HPACK block holds only indexed fields and literals without indexing or
+    never indexed (RFC 7541 §6): decoding it neither adds to nor resizes the dynamic table."""
+    pos, end = 0, len(block)
+    try:
+        while pos < end:
+            first = block[pos]
+            if first & 0x80:  # indexed field
+                _, pos = hpack_int_end(block, pos, 7)
+            elif first & 0xE0 == 0x00 or first & 0xF0 == 0x10:  # literal, not indexed
+                index, pos = hpack_int_end(block, pos, 4)
+                for _ in range(2 if index == 0 else 1):  # a new name, then the value
+                    size, pos = hpack_int_end(block, pos, 7)
+                    pos += size
+            else:  # incremental indexing (01xxxxxx) or a table size update (001xxxxx)
+                return False
+    except IndexError:
+        return False  # truncated: the decoder reports it
+    return pos == end
