@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import re
+import statistics
 import tempfile
 import time
 import urllib.request
@@ -414,25 +415,51 @@ def plot(cells: list[Cell], path: Path) -> None:
     plt.close(fig)
 
 
-def targets(cells: list[Cell]) -> tuple[str, bool]:
-    def get(policy: str, load: float) -> Cell | None:
-        return next((c for c in cells if c.policy == policy and abs(c.load - load) < 1e-9), None)
+TARGETS = ((ROUND_ROBIN, 0.5), ("reference-default", 0.8))
 
+
+def _cell(cells: list[Cell], policy: str, load: float) -> Cell | None:
+    return next((c for c in cells if c.policy == policy and abs(c.load - load) < 1e-9), None)
+
+
+def target_load(cells: list[Cell]) -> float:
+    return 0.8 if _cell(cells, "default", 0.8) else max(c.load for c in cells)
+
+
+def seed_ratios(runs: dict[int, list[Cell]], other: str, load: float) -> dict[int, float]:
+    """Per workload seed, `default`'s p90 TTFT over `other`'s (both from the same run)."""
+    out = {}
+    for seed, cells in runs.items():
+        d, o = _cell(cells, "default", load), _cell(cells, other, load)
+        if d is not None and o is not None:
+            out[seed] = d.pct("ttft_s", 90) / o.pct("ttft_s", 90)
+    return out
+
+
+def targets(runs: dict[int, list[Cell]]) -> tuple[str, bool]:
+    """The issue's targets; a ratio is the median over the workload seeds run at its load (a
+    p90 of a few hundred requests moves by ±10% between identical runs)."""
+    cells = next(iter(runs.values()))
     rows = []
     met = True
-    load = 0.8 if get("default", 0.8) else max(c.load for c in cells)
-    d = get("default", load)
-    for other, ratio in ((ROUND_ROBIN, 0.5), ("reference-default", 0.8)):
-        o = get(other, load)
-        if d is None or o is None:
+    load = target_load(cells)
+    for other, ratio in TARGETS:
+        ratios = seed_ratios(runs, other, load)
+        if not ratios:
             continue
-        got = d.pct("ttft_s", 90) / o.pct("ttft_s", 90)
+        got = statistics.median(ratios.values())
         ok = got <= ratio
         met &= ok
+        each = ", ".join(f"{r:.2f}x" for r in ratios.values())
         rows.append([f"`default` p90 TTFT at {load:.0%} / `{other}`",
-                     f"{fmt_ms(d.pct('ttft_s', 90))} / {fmt_ms(o.pct('ttft_s', 90))} ms "
-                     f"= {got:.2f}x", f"≤ {ratio}x", "yes" if ok else "no"])  # fmt: skip
-    crit = sum(c.shed("Critical", everything=True) for c in cells if c.policy == "default")
+                     f"median {got:.2f}x over {len(ratios)} seed(s) ({each})",
+                     f"≤ {ratio}x", "yes" if ok else "no"])  # fmt: skip
+    crit = sum(
+        c.shed("Critical", everything=True)
+        for seed_cells in runs.values()
+        for c in seed_cells
+        if c.policy == "default"
+    )
     met &= crit == 0
     rows.append(["Critical requests shed by `default` (all loads, warm-up included)", str(crit),
                  "0", "yes" if crit == 0 else "no"])  # fmt: skip
@@ -455,6 +482,24 @@ def ratio_table(cells: list[Cell]) -> str:
     )
 
 
+def seeds_table(runs: dict[int, list[Cell]], load: float) -> str:
+    """p90 TTFT of the target policies per workload seed at the target load."""
+    policies = [p for p, _ in TARGETS]
+    rows = []
+    for seed, cells in runs.items():
+        d = _cell(cells, "default", load)
+        row: list[object] = [seed, fmt_ms(d.pct("ttft_s", 90)) if d else "–"]
+        for other in policies:
+            o = _cell(cells, other, load)
+            row.append(fmt_ms(o.pct("ttft_s", 90)) if o else "–")
+            row.append(f"{d.pct('ttft_s', 90) / o.pct('ttft_s', 90):.2f}x" if d and o else "–")
+        rows.append(row)
+    header = ["workload seed", "`default` p90 ms"]
+    for other in policies:
+        header += [f"`{other}` p90 ms", "ratio"]
+    return markdown_table(header, rows)
+
+
 def calibration_table(cal: Calibration) -> str:
     rows = [[n, f"{n // PODS}", f"{t:.2f}", p]
             for n, t, p in zip(cal.concurrency, cal.throughput, cal.preemptions, strict=True)]  # fmt: skip
@@ -475,6 +520,9 @@ def main() -> int:
                         help="fractions of capacity")  # fmt: skip
     parser.add_argument("--speed", type=float, default=1.0, help="simulator --speed")
     parser.add_argument("--seed", type=int, default=42, help="workload seed")
+    parser.add_argument("--target-seeds", type=int, default=3,
+                        help="workload seeds run at the target load for the target policies "
+                             "(the targets use the median ratio; the first is --seed)")  # fmt: skip
     parser.add_argument("--capacity", type=float, default=0.0,
                         help="requests per simulated second; 0: calibrate")  # fmt: skip
     parser.add_argument("--calibration-per-pod", default="12,24,48",
@@ -489,6 +537,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.requests, args.warmup, args.loads, args.no_write = 80, 20, "0.8", True
+        args.target_seeds = 1
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="bench-routing-"))
@@ -518,6 +567,21 @@ def main() -> int:
                   f"errors {cell.errors()}  wall {cell.wall_s:5.1f} s  "
                   f"loadgen CPU {cell.cpu['load generator']:.0f}%  "
                   f"picker CPU {cell.cpu.get('picker', 0):.0f}%", flush=True)  # fmt: skip
+    # The same comparison with other workload seeds, for the target ratios only.
+    runs: dict[int, list[Cell]] = {args.seed: cells}
+    load = target_load(cells)
+    wanted = [p for p in ("default", *(other for other, _ in TARGETS)) if p in policies]
+    for seed in range(args.seed + 1, args.seed + args.target_seeds):
+        if "default" not in wanted or len(wanted) < 2:
+            break
+        requests = build(total, load * capacity, seed)
+        runs[seed] = []
+        for name in wanted:
+            cell = run_cell(name, policies[name], load, capacity, requests, args.speed, workdir,
+                            args.warmup)  # fmt: skip
+            runs[seed].append(cell)
+            print(f"seed {seed} {load:4.0%} {name:20} TTFT p90 "
+                  f"{fmt_ms(cell.pct('ttft_s', 90)):>6} ms", flush=True)  # fmt: skip
     elapsed = time.monotonic() - started
     if args.json:
         args.json.write_text(json.dumps([
@@ -526,7 +590,7 @@ def main() -> int:
     measured = build(total, 1.0, args.seed)[args.warmup :]
     floor_p90 = percentile([ideal_ttft_s(r) for r in measured], 90)
     result, checks_text = table(cells), cpu_table(cells)
-    target_text, met = targets(cells)
+    target_text, met = targets(runs)
     print(f"\ncapacity {capacity:.2f} req/s (simulated); run took {elapsed:.0f} s; "
           f"routing-independent TTFT floor p90 {fmt_ms(floor_p90)} ms\n")  # fmt: skip
     print(result + "\n\n" + checks_text + "\n\n" + target_text)
@@ -573,7 +637,9 @@ Units: latencies are **simulated milliseconds** (client-measured wall time x {ar
 
 Routing-independent floor: on an idle pod that already holds the request's shared prefix and adapter, TTFT is 22 ms per 2,048-token prefill chunk + 0.15 ms per uncached prompt token; over the measured requests its p90 is **{fmt_ms(floor_p90)} ms**, set by the 20% of requests without a shared prefix (200-1,500-token prompts). No routing can bring the overall p90 below it; the "shared-prefix" and "no-shared-prefix" columns split the p90 accordingly.
 
-Targets (issue 4): {"all met" if met else "NOT all met"}.
+Targets (issue 4): {"all met" if met else "NOT all met"}. A p90 of {args.requests} requests moves by about ±10% between identical runs, so the target ratios are medians over {len(runs)} workload seed(s) (another request mix and arrival sequence from the same tenants), each ratio taken between cells of the same run at {load:.0%}:
+
+{seeds_table(runs, load)}
 
 {target_text}
 

@@ -94,6 +94,7 @@ OK, CANCELLED, UNKNOWN, INTERNAL, UNIMPLEMENTED, UNAVAILABLE = 0, 1, 2, 13, 12, 
 RESOURCE_EXHAUSTED = 8
 
 _PATH_CACHE_SIZE = 64
+READ_BUFFER = 256 * 1024
 _PATH_CACHE_BLOCK = 1024
 
 
@@ -193,8 +194,14 @@ class _ConnectionError(Exception):
         self.code = code
 
 
-class _Connection(asyncio.Protocol):
-    """One HTTP/2 connection from Envoy."""
+class _Connection(asyncio.BufferedProtocol):
+    """One HTTP/2 connection from Envoy.
+
+    A BufferedProtocol: asyncio's plain Protocol reads with `recv(256 KiB)`, and glibc serves
+    every such allocation with mmap + mremap + munmap and fresh page faults (the freed, shrunk
+    chunk never raises its mmap threshold): system time on every message. Reads go into one
+    buffer shared by all connections instead (each read is consumed before the next).
+    """
 
     def __init__(self, server: GrpcServer) -> None:
         self._server = server
@@ -233,6 +240,12 @@ class _Connection(asyncio.Protocol):
         )
         if self._server.stopping:  # accepted (or its TLS handshake ended) during stop()
             self.start_going_away()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._server.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._server.read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
@@ -705,6 +718,7 @@ class GrpcServer:
         self._ssl = ssl_context
         self.connections: set[_Connection] = set()
         self.open_streams = 0
+        self.read_buffer = memoryview(bytearray(READ_BUFFER))  # see _Connection
         self.stopping = False
         self._server: asyncio.Server | None = None
         self._idle = asyncio.Event()
