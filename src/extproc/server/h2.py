@@ -6,7 +6,7 @@ request (docs/performance.md; a constant-reply grpc.aio server was barely faster
 picker). grpclib (pure Python over the `h2` state machine) measured the same. Envoy is our only
 client, every call is one bidirectional stream of small protobuf messages, and the picker's
 per-message work is synchronous (`Exchange.handle`), so this server does the whole job inside
-`data_received`: parse frames, run the handler, write every reply of the batch with one
+one read callback: parse frames, run the handler, write every reply of the batch with one
 `transport.write`. No thread hop, no coroutine per message.
 
 What it implements (RFC 9113 and the gRPC HTTP/2 protocol, server side):
@@ -93,9 +93,10 @@ log = get_logger(__name__)
 OK, CANCELLED, UNKNOWN, INTERNAL, UNIMPLEMENTED, UNAVAILABLE = 0, 1, 2, 13, 12, 14
 RESOURCE_EXHAUSTED = 8
 
+READ_BUFFER = 256 * 1024  # one per server, shared by its connections (see _Connection)
+# Remembered `:path`s of header blocks per connection (see _Connection._path_of).
 _PATH_CACHE_SIZE = 64
-READ_BUFFER = 256 * 1024
-_PATH_CACHE_BLOCK = 1024
+_PATH_CACHE_BLOCK = 1024  # bytes: Envoy's blocks are ~100
 
 
 class StreamSession(Protocol):
