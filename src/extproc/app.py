@@ -199,11 +199,15 @@ class PickerApp:
     async def _set_serving(self, serving: bool) -> None:
         status = _SERVING if serving else _NOT_SERVING
         for service in ("readiness", SERVICE_NAME, ""):
-            await self.health.set(service, status)
-            self.health_status[service] = status
+            await self._set_health(service, status)
         if serving != self._serving_now:
             log.info("serving_changed", serving=serving)
         self._serving_now = serving
+
+    async def _set_health(self, service: str, status: Any) -> None:
+        """One status for both health services: grpcio's (health port) and the built-in's."""
+        await self.health.set(service, status)
+        self.health_status[service] = status
 
     async def _health_loop(self) -> None:
         """Mirror `serving` into the gRPC health services on every change."""
@@ -244,8 +248,7 @@ class PickerApp:
 
         if self.scrapes is not None:
             await self.scrapes.start()
-        await self.health.set("liveness", _SERVING)
-        self.health_status["liveness"] = _SERVING
+        await self._set_health("liveness", _SERVING)
         await self._set_serving(self.serving)
         health_task = asyncio.create_task(self._health_loop(), name="health")
         # The picker's own static config, and files scheduling plugins follow.
