@@ -109,6 +109,9 @@ def bench_cycle(n: int, picks: int) -> dict[str, float]:
         ))  # fmt: skip
         for _ in range(rng.randrange(5)):
             inflight.started(e.address)
+        # Streams in flight there: the step clock knows the pod's ~20 ms steps.
+        inflight.emitted(e.address, NOW - 0.021 - rng.random() * 0.02)
+        inflight.emitted(e.address, NOW - rng.random() * 0.02)
     scheduler = build_scheduler(
         "default", datastore=_Endpoints(eps), store=store, inflight=inflight,
         metrics=PickerMetrics(), rng=random.Random(1), clock=lambda: NOW,

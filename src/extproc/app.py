@@ -91,6 +91,7 @@ class PickerApp:
         self.datastore = Datastore(rng)
         self.metrics = PickerMetrics()
         self.inflight = InFlight()
+        self.metrics.watch_step_durations(self.inflight.step_durations)
         self.store = MetricsStore(staleness=config.metrics_staleness)
         self.scrapes: ScrapeManager | None = None
         self.picker: EndpointPicker

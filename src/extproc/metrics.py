@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (
     0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15,
@@ -112,6 +115,11 @@ class PickerMetrics:
             ("code",), registry=r,
         )  # fmt: skip
 
+    def watch_step_durations(self, source: Callable[[], Mapping[str, float]]) -> None:
+        """Export `source()` (endpoint address → estimated engine step, seconds) at scrape
+        time as `extproc_endpoint_step_duration_seconds{endpoint}`."""
+        self.registry.register(_StepDurations(source))
+
     def model_series(self, model_name: str, target_model: str) -> ModelSeries:
         """Children of the per-model metrics, cached: `labels()` is costly on the hot path."""
         key = (model_name, target_model)
@@ -127,3 +135,25 @@ class PickerMetrics:
                 running=self.running_requests.labels(model_name),
             )
         return series
+
+
+class _StepDurations(Collector):
+    """Read at scrape time: no hot-path cost, no series left behind by departed endpoints."""
+
+    NAME = "extproc_endpoint_step_duration_seconds"
+    HELP = (
+        "Engine step duration per endpoint, estimated from the response chunks the picker "
+        "relays (endpoints with streamed requests in flight)."
+    )
+
+    def __init__(self, source: Callable[[], Mapping[str, float]]) -> None:
+        self._source = source
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(self.NAME, self.HELP, labels=("endpoint",))
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=("endpoint",))
+        for address, seconds in sorted(self._source().items()):
+            family.add_metric((address,), seconds)
+        yield family

@@ -10,6 +10,7 @@ from pathlib import Path
 from extproc.config.reload import StaticConfigReloader
 from extproc.config.static import StaticConfig
 from extproc.endpoints import Endpoint
+from extproc.scheduling.inflight import InFlight
 from extproc.scheduling.types import LLMRequest
 from extproc.scraper.snapshot import EndpointMetrics
 
@@ -34,6 +35,8 @@ class SchedulingContext:
     inflight: list[int]
     # Prompt tokens still to prefill for requests this picker routed there (first byte pending).
     prefill: list[int] = field(default_factory=list)
+    # The cycle's time (the scheduler's monotonic clock, seconds).
+    now: float = 0.0
     state: dict[str, object] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -48,16 +51,19 @@ class SchedulingContext:
             metrics=[self.metrics[i] for i in indices],
             inflight=[self.inflight[i] for i in indices],
             prefill=[self.prefill[i] for i in indices] if self.prefill else [],
+            now=self.now,
             state=self.state,
         )
 
 
 class PluginHandle:
-    """What a plugin factory may use: the shared rng, plugins declared before it, and file
-    watching (`watch_static_config`: the app polls the files off the hot path)."""
+    """What a plugin factory may use: the shared rng, the picker's in-flight view, plugins
+    declared before it, and file watching (`watch_static_config`: the app polls the files off
+    the hot path)."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, inflight: InFlight | None = None) -> None:
         self.rng = rng
+        self.inflight = inflight if inflight is not None else InFlight()
         self._plugins: dict[str, object] = {}
         self.watchers: list[StaticConfigReloader] = []
 

@@ -97,7 +97,7 @@ def build_scheduler(
     many ordered fallback endpoints follow the primary. Raises ConfigError on invalid config.
     """
     parsed = config if isinstance(config, EndpointPickerConfig) else load_profile(config)
-    handle = PluginHandle(rng)
+    handle = PluginHandle(rng, inflight)
     plugins = instantiate(parsed, rng, handle)
     spec = parsed.profiles[0]
     if profile is not None:

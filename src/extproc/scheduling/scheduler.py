@@ -120,6 +120,7 @@ class Scheduler:
                 metrics=fresh_metrics,
                 inflight=self._inflight.get_many(fresh_addresses),
                 prefill=self._inflight.pending_prefill_many(fresh_addresses),
+                now=now,
                 state=state,
             )
             chosen = self.profile.run(ctx, self._count)

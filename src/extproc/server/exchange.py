@@ -239,8 +239,10 @@ class Exchange:
 
     def _on_response_body(self, body: pb.HttpBody) -> Replies:
         chunk = body.body
-        if chunk and self._prefill_tokens:
-            self._prefilled()
+        if chunk and self._routed_to is not None:
+            self._inflight.emitted(self._routed_to, time.monotonic())
+            if self._prefill_tokens:
+                self._prefilled()
         if self._usage is not None and self.state is State.RESPONSE_BODY:
             self._usage.feed(chunk)
             self._observer.response_bytes(len(chunk))

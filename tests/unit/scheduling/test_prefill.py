@@ -17,11 +17,17 @@ from tests.unit.scheduling.builders import make_context, make_endpoint, make_req
 SYSTEM = "You are a helpful assistant. " * 80  # ~2,300 characters shared by every request
 
 
-def _scorer(half: int = 2048) -> tuple[prefill_scorer.PrefillScorer, PrefixCacheScorer]:
+def _scorer(
+    half: int = 2048, *, step_tokens: int = 0, inflight: InFlight | None = None
+) -> tuple[prefill_scorer.PrefillScorer, PrefixCacheScorer]:
     prefix = PrefixCacheScorer(
         "prefix-cache-scorer", block_chars=64, max_blocks=256, capacity=10_000, chars_per_token=4
     )
-    return prefill_scorer.PrefillScorer("prefill-scorer", half_score=half, prefix=prefix), prefix
+    scorer = prefill_scorer.PrefillScorer(
+        "prefill-scorer", half_score=half, prefix=prefix, step_tokens=step_tokens,
+        inflight=inflight,
+    )  # fmt: skip
+    return scorer, prefix
 
 
 def test_idle_endpoints_score_by_the_prompt_they_must_prefill() -> None:
@@ -52,6 +58,23 @@ def test_pending_prefill_weighs_against_an_endpoint() -> None:
     assert score_a < 0.3 < 0.9 < score_b
 
 
+def test_an_endpoint_mid_step_costs_the_rest_of_the_step() -> None:
+    inflight = InFlight()
+    a, b = make_endpoint("a"), make_endpoint("b")
+    for pod, last_chunk in ((a, 1.030), (b, 1.010)):
+        inflight.started(pod.address)
+        inflight.emitted(pod.address, last_chunk - 0.020)
+        inflight.emitted(pod.address, last_chunk)  # steps of 20 ms
+    scorer, _ = _scorer(step_tokens=200, inflight=inflight)
+    ctx = make_context([a, b], make_request(prompt="p" * 400))  # 100 tokens
+    ctx.prefill, ctx.now = [0, 0], 1.035
+    # `a` started a step 5 ms ago (15 ms left: 3/4 of 200 tokens), `b` is due now.
+    assert scorer.score(ctx) == pytest.approx([2048 / (2048 + 100 + 150), 2048 / (2048 + 100)])
+    # stepTokens 0 turns the term off.
+    plain, _ = _scorer(step_tokens=0, inflight=inflight)
+    assert plain.score(ctx) == pytest.approx([2048 / (2048 + 100)] * 2)
+
+
 def test_post_pick_leaves_the_estimate_and_the_scheduler_returns_it() -> None:
     pods = [make_endpoint("a"), make_endpoint("b")]
     scheduler, _ = make_scheduler(pods, "default")
@@ -74,6 +97,17 @@ def test_inflight_prefill_accounting() -> None:
     inflight.finished("a")
     inflight.finished("a")
     assert (inflight.get("a"), inflight.pending_prefill("a")) == (0, 0)
+
+
+def test_factory_reads_step_tokens_and_uses_the_handles_inflight() -> None:
+    handle = PluginHandle(random.Random(0), InFlight())
+    handle.add("prefix-cache-scorer", _scorer()[1])
+    scorer = prefill_scorer.factory("p", Fields({"stepTokens": 240}, "t"), handle)
+    assert (scorer.step_tokens, scorer.inflight) == (240, handle.inflight)
+    default = prefill_scorer.factory("p", Fields({}, "t"), handle)
+    assert default.step_tokens == prefill_scorer.DEFAULT_STEP_TOKENS
+    with pytest.raises(ConfigError, match="stepTokens"):
+        prefill_scorer.factory("p", Fields({"stepTokens": -1}, "t"), handle)
 
 
 def test_factory_requires_a_declared_prefix_scorer() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 
 import pytest
 
@@ -307,6 +308,19 @@ def test_prefill_estimate_is_held_until_the_first_response_byte() -> None:
     assert inflight.get(EP1.address) == 1
     exchange.close()
     assert inflight.total() == 0
+
+
+def test_response_chunks_time_the_endpoints_engine_steps() -> None:
+    exchange, _, inflight, _ = make_exchange()
+    exchange.handle(headers_msg())
+    exchange.handle(body_msg(b'{"model": "chat"}'))
+    exchange.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders()))
+    for _ in range(3):
+        exchange.handle(pb.ProcessingRequest(response_body=pb.HttpBody(body=b"data: {}\n\n")))
+        time.sleep(0.01)  # the engine's next step: at least 10 ms later
+    assert inflight.step_durations()[EP1.address] >= 0.01
+    exchange.close()
+    assert inflight.step_durations() == {}  # nothing in flight there any more
 
 
 def test_prefill_estimate_is_released_when_the_stream_dies_first() -> None:

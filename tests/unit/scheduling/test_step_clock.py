@@ -1,0 +1,65 @@
+"""StepClock: engine step boundaries from the times response chunks arrive."""
+
+from __future__ import annotations
+
+import pytest
+
+from extproc.scheduling.inflight import InFlight
+from extproc.scheduling.step_clock import StepClock
+
+
+def _clock(*times: float, address: str = "a") -> StepClock:
+    clock = StepClock()
+    for t in times:
+        clock.observe(address, t)
+    return clock
+
+
+@pytest.mark.parametrize(
+    ("times", "expected"),
+    [
+        ((1.0,), {}),  # one burst: no duration yet
+        ((1.0, 1.0005, 1.001), {}),  # chunks of one step (within 2 ms)
+        ((1.0, 1.020), {"a": pytest.approx(0.020)}),  # the first gap sets the estimate
+        # Later gaps move it by a fifth of the difference.
+        ((1.0, 1.020, 1.045), {"a": pytest.approx(0.020 + 0.2 * 0.005)}),
+        # A burst spread over 3 ms is one step once the estimate is known (< 1/4 of it).
+        ((1.0, 1.020, 1.023, 1.043), {"a": pytest.approx(0.020)}),
+        # An idle second is not a step: the estimate stays.
+        ((1.0, 1.020, 2.020), {"a": pytest.approx(0.020)}),
+    ],
+)
+def test_step_duration_estimate(times: tuple[float, ...], expected: dict[str, float]) -> None:
+    assert _clock(*times).estimates() == expected
+
+
+@pytest.mark.parametrize(
+    ("now", "wait"),
+    [
+        (1.020, 1.0),  # a step just started: a whole step to wait
+        (1.025, 0.75),
+        (1.035, 0.25),
+        (1.040, 0.0),  # due now
+        (1.100, 0.0),  # overdue: idle, or a long step that pending prefill already charges
+    ],
+)
+def test_wait_is_the_fraction_of_a_step_left(now: float, wait: float) -> None:
+    clock = _clock(1.0, 1.020)
+    assert clock.wait_many(["a"], now) == [pytest.approx(wait)]
+
+
+def test_unknown_endpoints_wait_nothing() -> None:
+    clock = _clock(1.0)
+    assert clock.wait_many(["a", "b"], 1.001) == [0.0, 0.0]
+
+
+def test_inflight_forgets_steps_of_an_endpoint_with_nothing_in_flight() -> None:
+    inflight = InFlight()
+    inflight.started("a")
+    inflight.emitted("a", 1.0)
+    inflight.emitted("a", 1.02)
+    assert inflight.step_durations() == {"a": pytest.approx(0.02)}
+    assert inflight.step_wait_many(["a"], 1.03) == [pytest.approx(0.5)]
+    inflight.finished("a")
+    assert inflight.step_durations() == {}
+    assert inflight.step_wait_many(["a"], 1.03) == [0.0]
