@@ -24,17 +24,16 @@ class LoRAAffinityScorer(Scorer):
 
     def score(self, ctx: SchedulingContext) -> Sequence[float]:
         target = ctx.request.target_model
-        out: list[float] = []
-        for m in ctx.metrics:
-            if target in m.running_loras:
-                out.append(ACTIVE)
-            elif len(m.running_loras) < m.max_lora:
-                out.append(FREE_SLOT)
-            elif target in m.waiting_loras:
-                out.append(WAITING)
-            else:
-                out.append(NONE)
-        return out
+        return [
+            ACTIVE
+            if target in m.running_loras
+            else FREE_SLOT
+            if len(m.running_loras) < m.max_lora
+            else WAITING
+            if target in m.waiting_loras
+            else NONE
+            for m in ctx.metrics
+        ]
 
 
 def factory(name: str, params: Fields, handle: PluginHandle) -> LoRAAffinityScorer:

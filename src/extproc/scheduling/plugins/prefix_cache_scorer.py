@@ -48,7 +48,7 @@ class PrefixCacheScorer(Scorer, PostPick):
         self.chars_per_token = chars_per_token
         self.index = PrefixIndex()
         # Holding the list keeps its identity from being reused by another list.
-        self._positions_of: list[str] | None = None
+        self._positions_of: Sequence[str] | None = None
         self._position_map: dict[str, int] = {}
 
     def hashes(self, request: LLMRequest, state: dict[str, object]) -> list[int]:
@@ -80,11 +80,21 @@ class PrefixCacheScorer(Scorer, PostPick):
         chars = state.get(_CHARS_KEY)
         total = chars if isinstance(chars, int) else 0
         matched = self.matches(request, state) if hashes else None
+        per_token = self.chars_per_token
+        out = [total // per_token] * len(addresses)
         if not matched:
-            return [total // self.chars_per_token] * len(addresses)
-        get = matched.get
+            return out
+        # Matched blocks are whole blocks of the prompt: ``depth x block_chars <= total``.
         per_block = self.block_chars
-        return [max(0, total - get(a, 0) * per_block) // self.chars_per_token for a in addresses]
+        if len(matched) * _SPARSE > len(addresses):
+            get = matched.get
+            return [(total - get(a, 0) * per_block) // per_token for a in addresses]
+        positions = self._positions(addresses)
+        for address, depth in matched.items():
+            i = positions.get(address)
+            if i is not None:
+                out[i] = (total - depth * per_block) // per_token
+        return out
 
     def score(self, ctx: SchedulingContext) -> Sequence[float]:
         hashes = self.hashes(ctx.request, ctx.state)
@@ -107,7 +117,7 @@ class PrefixCacheScorer(Scorer, PostPick):
                 scores[i] = depth * scale
         return scores
 
-    def _positions(self, addresses: list[str]) -> dict[str, int]:
+    def _positions(self, addresses: Sequence[str]) -> dict[str, int]:
         """address → index, reused while the scheduler passes the same (unmutated) list."""
         if addresses is not self._positions_of:
             self._positions_of = addresses
