@@ -26,7 +26,7 @@ from extproc.metrics import PickerMetrics
 from extproc.scheduling.factory import build_scheduler
 from extproc.scheduling.inflight import InFlight
 from extproc.scheduling.least_inflight import LeastInFlightPicker
-from extproc.scheduling.types import EndpointPicker
+from extproc.scheduling.types import EndpointPicker, FollowsFiles
 from extproc.scraper.manager import ScrapeConfig, ScrapeManager
 from extproc.scraper.snapshot import DEFAULT_STALENESS_S, MetricsStore
 from extproc.server.exchange import Exchange, ExchangeSettings
@@ -254,7 +254,8 @@ class PickerApp:
         health_task = asyncio.create_task(self._health_loop(), name="health")
         # The picker's own static config, and files scheduling plugins follow.
         reloaders = [self.reloader] if self.reloader is not None else []
-        reloaders += getattr(self.picker, "watchers", ())
+        if isinstance(self.picker, FollowsFiles):
+            reloaders += self.picker.watchers
         reload_tasks = [
             asyncio.create_task(r.run(stop), name=f"config-reload-{r.changes.path.name}")
             for r in reloaders

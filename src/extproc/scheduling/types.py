@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from extproc.api.v1alpha2 import Criticality
 from extproc.endpoints import Endpoint
+
+if TYPE_CHECKING:
+    from extproc.config.reload import StaticConfigReloader
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,3 +46,11 @@ class EndpointPicker(Protocol):
     """Pick endpoints for a request; raise NoEndpoint or PoolSaturated when it cannot."""
 
     def pick(self, request: LLMRequest) -> PickResult: ...
+
+
+@runtime_checkable
+class FollowsFiles(Protocol):
+    """A picker whose plugins follow files (e.g. an `endpoint-capacity-filter` staticConfig):
+    the app runs these reloaders, off the hot path."""
+
+    watchers: tuple[StaticConfigReloader, ...]

@@ -3,13 +3,14 @@ the default is `extproc.scraper.http.HttpFetcher`)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import aiohttp
 
 from extproc.scraper.errors import FetchError, FetchStatusError
 
-__all__ = ["AiohttpFetcher", "FetchError", "Fetcher"]
+__all__ = ["AiohttpFetcher", "CallbackFetcher", "Completion", "FetchError", "Fetcher"]
 
 # Loopback and cluster networks are fast; compression would only cost CPU on both sides.
 _HEADERS = {"Accept-Encoding": "identity", "Accept": "text/plain"}
@@ -21,6 +22,20 @@ class Fetcher(Protocol):
     async def fetch(self, url: str) -> bytes: ...
 
     async def close(self) -> None: ...
+
+
+# How a started fetch ends: (body, None) for a 200, else (None, the FetchError).
+Completion = Callable[[bytes | None, FetchError | None], None]
+
+
+@runtime_checkable
+class CallbackFetcher(Fetcher, Protocol):
+    """A fetcher that can also run a fetch without a task: the scrape loop's fast path."""
+
+    def start_fetch(self, url: str, on_done: Completion) -> bool:
+        """Start fetching `url` and return True; `on_done` is called once when it ends.
+        False when it cannot start that way now (no idle connection): use `fetch`."""
+        ...
 
 
 class AiohttpFetcher:

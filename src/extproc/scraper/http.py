@@ -10,7 +10,6 @@ subclasses and drop the connection; the next call reconnects.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -22,16 +21,13 @@ from extproc.scraper.errors import (
     FetchTimeout,
     FetchTooLarge,
 )
+from extproc.scraper.fetch import Completion
 
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 MAX_HEAD = 64 * 1024  # status line plus headers
 READ_BUFFER = 256 * 1024
 _CRLF: Final = b"\r\n"
 _HEAD_END: Final = b"\r\n\r\n"
-
-
-# How a started request ends: (body, None) for a 200, else (None, the FetchError).
-Completion = Callable[[bytes | None, "FetchError | None"], None]
 
 
 class _Response:

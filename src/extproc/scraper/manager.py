@@ -14,8 +14,8 @@ from extproc.endpoints import Endpoint
 from extproc.logs import get_logger
 from extproc.metrics import PickerMetrics
 from extproc.scraper.engines import Engine, MetricNames, metric_names
-from extproc.scraper.fetch import AiohttpFetcher, Fetcher
-from extproc.scraper.http import Completion, HttpFetcher
+from extproc.scraper.fetch import AiohttpFetcher, CallbackFetcher, Completion, Fetcher
+from extproc.scraper.http import HttpFetcher
 from extproc.scraper.parser import parse_metrics
 from extproc.scraper.pool_gauges import update_pool_gauges
 from extproc.scraper.snapshot import EndpointMetrics, MetricsStore
@@ -154,7 +154,7 @@ class _EndpointScrape:
     """One endpoint's scrape loop, driven by callbacks: fetch, parse, store, wait, again.
 
     With the built-in HTTP client the request starts on the kept-alive connection and its
-    completion calls back here (`HttpFetcher.start_fetch`): no task, sleep or future per
+    completion calls back here (`CallbackFetcher.start_fetch`): no task, sleep or future per
     scrape, which was a fifth of the scraper's CPU (`make bench-scheduling`). Other fetchers,
     and the first request of a connection, run as one short task per fetch.
     """
@@ -172,8 +172,8 @@ class _EndpointScrape:
         self._address = address
         self._url = f"http://{address}{config.path}"
         self._fetcher = fetcher
-        self._start_fetch: Callable[[str, Completion], bool] | None = getattr(
-            fetcher, "start_fetch", None
+        self._start_fetch: Callable[[str, Completion], bool] | None = (
+            fetcher.start_fetch if isinstance(fetcher, CallbackFetcher) else None
         )
         self._store = store
         self._config = config
