@@ -28,6 +28,10 @@ proto: $(STAMP) ## Regenerate protobuf/gRPC modules under src/extproc/_proto
 envoy-config: $(STAMP) ## Regenerate the shipped Envoy bootstrap files in envoy/
 	$(BIN)/python -m extproc.tools.gen_envoy
 
+.PHONY: plugin-docs
+plugin-docs: $(STAMP) ## Regenerate docs/plugins.md from the scheduling plugins' docstrings
+	$(BIN)/python -m extproc.tools.gen_plugin_docs
+
 .PHONY: run
 run: $(STAMP) ## Run the local stack: simulated vLLM pods, the picker and a real Envoy
 	$(BIN)/extproc local
@@ -49,8 +53,8 @@ fmt: $(STAMP) ## Format the code
 
 .PHONY: verify
 verify: $(STAMP) ## Regenerate generated files (fail on drift), lint, type-check and test
-	$(MAKE) proto envoy-config
-	git diff --exit-code -- src/extproc/_proto envoy || (echo "generated files drifted: commit the regenerated output" && exit 1)
+	$(MAKE) proto envoy-config plugin-docs
+	git diff --exit-code -- src/extproc/_proto envoy docs/plugins.md || (echo "generated files drifted: commit the regenerated output" && exit 1)
 	$(MAKE) lint
 	$(MAKE) test
 
