@@ -28,6 +28,7 @@ from extproc.k8s.settings import (
     default_lease_name,
     default_namespace,
 )
+from extproc.scraper.engines import ENGINES
 from extproc.scraper.manager import ScrapeConfig
 from extproc.server.exchange import (
     BUFFERED,
@@ -204,9 +205,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--engine",
-        choices=("vllm", "sglang"),
+        choices=ENGINES,
         default="vllm",
-        help="metric names to scrape (default: %(default)s)",
+        help="model server whose metric names to scrape: vLLM, SGLang, or TensorRT-LLM "
+        "(trtllm-serve or Triton's backend) (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for random tie-breaks")
     add_verbose_flag(p)

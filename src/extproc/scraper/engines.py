@@ -1,12 +1,18 @@
-"""Metric-family names per model-server engine (vLLM, SGLang), each with ordered fallbacks."""
+"""Metric-family names per model-server engine (vLLM, SGLang, TensorRT-LLM), with ordered
+fallbacks.
+
+A name may carry one label selector, ``family{label=value}``: only that family's series with
+that label value are read (Triton's TensorRT-LLM backend puts several quantities in one family).
+The names follow the reference EPP's model-server protocol.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-Engine = Literal["vllm", "sglang"]
-ENGINES: tuple[Engine, ...] = ("vllm", "sglang")
+Engine = Literal["vllm", "sglang", "trtllm"]
+ENGINES: tuple[Engine, ...] = ("vllm", "sglang", "trtllm")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -17,14 +23,19 @@ class MetricNames:
     running: tuple[str, ...]
     kv_usage: tuple[str, ...]
     lora_info: tuple[str, ...] = ()
+    # An info family whose labels give the KV-cache geometry, and those labels' names.
     cache_config: tuple[str, ...] = ()
+    cache_config_labels: tuple[str, str] = ("block_size", "num_gpu_blocks")
+    # Or gauges whose values give it (when the info family is absent).
+    block_size: tuple[str, ...] = ()
+    num_blocks: tuple[str, ...] = ()
     prefix_queries: tuple[str, ...] = ()
     prefix_hits: tuple[str, ...] = ()
 
     def all_families(self) -> tuple[str, ...]:
         return (
             *self.waiting, *self.running, *self.kv_usage, *self.lora_info, *self.cache_config,
-            *self.prefix_queries, *self.prefix_hits,
+            *self.block_size, *self.num_blocks, *self.prefix_queries, *self.prefix_hits,
         )  # fmt: skip
 
 
@@ -43,8 +54,33 @@ SGLANG = MetricNames(
     waiting=("sglang:num_queue_reqs",),
     running=("sglang:num_running_reqs",),
     kv_usage=("sglang:token_usage",),
+    cache_config=("sglang:cache_config_info",),
+    cache_config_labels=("page_size", "num_pages"),
 )
+
+# trtllm-serve's names first, then the Triton TensorRT-LLM backend's batch-manager gauges.
+TRTLLM = MetricNames(
+    waiting=("trtllm_num_requests_waiting", "nv_trt_llm_request_metrics{request_type=waiting}"),
+    running=(
+        "trtllm_num_requests_running",
+        "nv_trt_llm_request_metrics{request_type=scheduled}",
+    ),
+    kv_usage=(
+        "trtllm_kv_cache_utilization",
+        "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=fraction}",
+    ),
+    block_size=(
+        "trtllm_kv_cache_tokens_per_block",
+        "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=tokens_per}",
+    ),
+    num_blocks=(
+        "trtllm_kv_cache_max_blocks",
+        "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=max}",
+    ),
+)
+
+_BY_ENGINE: dict[Engine, MetricNames] = {"vllm": VLLM, "sglang": SGLANG, "trtllm": TRTLLM}
 
 
 def metric_names(engine: Engine) -> MetricNames:
-    return VLLM if engine == "vllm" else SGLANG
+    return _BY_ENGINE[engine]

@@ -60,9 +60,25 @@ def _samples(text: str, name: str) -> list[Sample]:
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _selector(name: str) -> tuple[str, tuple[str, str] | None]:
+    """``family{label=value}`` → (family, (',label="value"', '{label="value"')); plain names
+    → (name, None). The two needles match the pair as the first label or a later one."""
+    family, brace, selector = name.partition("{")
+    if not brace:
+        return name, None
+    label, _, value = selector.rstrip("}").partition("=")
+    pair = f'{label.strip()}="{value.strip().strip(chr(34))}"'
+    return family, ("," + pair, "{" + pair)
+
+
 def _first(text: str, names: tuple[str, ...]) -> list[Sample]:
     for name in names:
-        found = _samples(text, name)
+        family, needles = _selector(name)
+        found = _samples(text, family)
+        if needles is not None:
+            later, first = needles
+            found = [s for s in found if later in s[0] or s[0].startswith(first)]
         if found:
             return found
     return []
@@ -117,6 +133,11 @@ def _split_list(value: str) -> frozenset[str]:
     return frozenset(part.strip() for part in value.split(",") if part.strip())
 
 
+def _gauge_int(samples: list[Sample]) -> int:
+    """The first sample's value as a non-negative int (0 when absent)."""
+    return max(0, int(samples[0][1])) if samples else 0
+
+
 def _int(value: str | None) -> int:
     try:
         return max(0, int(float(value))) if value else 0
@@ -149,12 +170,17 @@ def parse_metrics(text: str, names: MetricNames, updated_at: float) -> EndpointM
                 max_lora = _int(labels.get("max_lora"))
                 break
     block_size = num_gpu_blocks = 0
+    size_label, blocks_label = names.cache_config_labels
     for rest, _ in _first(text, names.cache_config):
         labels = _cached_labels(rest)
         if labels is not None:
-            block_size = _int(labels.get("block_size"))
-            num_gpu_blocks = _int(labels.get("num_gpu_blocks"))
+            block_size = _int(labels.get(size_label))
+            num_gpu_blocks = _int(labels.get(blocks_label))
             break
+    if not block_size and names.block_size:
+        block_size = _gauge_int(_first(text, names.block_size))
+    if not num_gpu_blocks and names.num_blocks:
+        num_gpu_blocks = _gauge_int(_first(text, names.num_blocks))
     return EndpointMetrics(
         waiting=max(0, round(sum(v for _, v in waiting))) if waiting else 0,
         running=max(0, round(sum(v for _, v in running))) if running else 0,

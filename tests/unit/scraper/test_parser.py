@@ -1,4 +1,5 @@
-"""The targeted exposition parser against captured vLLM / SGLang pages and garbage."""
+"""The targeted exposition parser against captured vLLM / SGLang / TensorRT-LLM pages and
+garbage."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from extproc.scraper.engines import SGLANG, VLLM
+from extproc.scraper.engines import SGLANG, TRTLLM, VLLM, MetricNames
 from extproc.scraper.parser import ParseError, parse_labels, parse_metrics
 from extproc.scraper.snapshot import EndpointMetrics
 
@@ -59,8 +60,21 @@ def _read(name: str) -> str:
         ),
         pytest.param(
             "sglang.txt", SGLANG, EndpointMetrics(waiting=4, running=12, kv_usage=0.33,
+                                                   block_size=1, num_gpu_blocks=20000,
                                                    updated_at=1.0),
-            id="sglang-mapping",
+            id="sglang-mapping-page-size-and-pages",
+        ),
+        pytest.param(
+            "triton_trtllm.txt", TRTLLM,
+            EndpointMetrics(waiting=3, running=6, kv_usage=0.25, block_size=64,
+                            num_gpu_blocks=11147, updated_at=1.0),
+            id="triton-tensorrt-llm-label-selectors",
+        ),
+        pytest.param(
+            "trtllm_serve.txt", TRTLLM,
+            EndpointMetrics(waiting=2, running=9, kv_usage=0.5, block_size=32,
+                            num_gpu_blocks=4096, updated_at=1.0),
+            id="trtllm-serve-names",
         ),
     ],
 )  # fmt: skip
@@ -122,3 +136,20 @@ def test_parser_agrees_with_prometheus_client_on_the_captured_page() -> None:
     snap = parse_metrics(text, VLLM, 0.0)
     assert values == {"vllm:num_requests_waiting": snap.waiting,
                       "vllm:num_requests_running": snap.running}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("line", "read"),
+    [
+        pytest.param('f{request_type="waiting"} 4', 4, id="only-label"),
+        pytest.param('f{a="1",request_type="waiting"} 4', 4, id="later-label"),
+        pytest.param('f{request_type="waiting_x"} 4', 0, id="longer-value-is-another-value"),
+        pytest.param('f{a="request_type=\\"waiting\\""} 4', 0, id="inside-another-value"),
+        pytest.param('f{xrequest_type="waiting"} 4', 0, id="longer-label-is-another-label"),
+        pytest.param("f 4", 0, id="no-labels"),
+    ],
+)
+def test_label_selector_reads_only_its_series(line: str, read: int) -> None:
+    names = MetricNames(waiting=("f{request_type=waiting}",), running=("g",), kv_usage=())
+    page = f"{line}\ng 1\n"
+    assert parse_metrics(page, names, 1.0).waiting == read
