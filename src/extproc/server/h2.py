@@ -31,6 +31,7 @@ request message as bytes and returns the serialised replies.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -97,6 +98,10 @@ READ_BUFFER = 256 * 1024  # one per server, shared by its connections (see _Conn
 # Remembered `:path`s of header blocks per connection (see _Connection._path_of).
 _PATH_CACHE_SIZE = 64
 _PATH_CACHE_BLOCK = 1024  # bytes: Envoy's blocks are ~100
+# TCP keepalive on accepted connections: a client that vanished without closing (a node lost,
+# a partition) is detected after ~90 s and its streams end, instead of holding them until the
+# kernel's two-hour default.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 60, 10, 3
 
 
 class StreamSession(Protocol):
@@ -119,6 +124,18 @@ class GrpcError(Exception):
 
 SessionFactory = Callable[[], StreamSession]
 _M = TypeVar("_M", bound=Message)
+
+
+def enable_keepalive(sock: socket.socket) -> None:
+    """TCP keepalive probes after KEEPALIVE_IDLE_S of silence (Linux timings where offered)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+    ):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def decode(message_type: type[_M], data: bytes) -> _M:
@@ -230,6 +247,9 @@ class _Connection(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._server.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            enable_keepalive(sock)
         settings = (
             SETTING.pack(SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS)
             + SETTING.pack(SETTINGS_INITIAL_WINDOW_SIZE, RECEIVE_WINDOW)

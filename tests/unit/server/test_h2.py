@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
@@ -24,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.server.h2 import (
     INTERNAL,
+    KEEPALIVE_IDLE_S,
     UNAVAILABLE,
     GrpcError,
     GrpcServer,
@@ -540,3 +542,21 @@ async def test_a_failing_session_factory_costs_one_call_and_long_messages_are_cu
             assert [r async for r in fine] == [b"ko"]
     finally:
         await server.stop(0)
+
+
+async def test_accepted_connections_use_tcp_keepalive(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    server, _, port = served
+    _, writer = await raw_connection(port)
+    try:
+        for _ in range(100):
+            if server.connections:
+                break
+            await asyncio.sleep(0.01)
+        (conn,) = server.connections
+        sock = conn._transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S
+    finally:
+        writer.close()
