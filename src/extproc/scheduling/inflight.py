@@ -65,10 +65,6 @@ class InFlight:
         """Address → estimated engine step (seconds), where response chunks have shown one."""
         return self._steps.estimates()
 
-    def step_wait_many(self, addresses: Sequence[str], now: float) -> list[float]:
-        """Per address, the fraction of an engine step until its next one likely starts."""
-        return self._steps.wait_many(addresses, now)
-
     def step_phases(self, addresses: Sequence[str]) -> Iterator[tuple[float, float]]:
         """`StepClock.phases`: per address ``(due, inverse)``, lazily."""
         return self._steps.phases(addresses)

@@ -59,7 +59,7 @@ def test_inflight_forgets_steps_of_an_endpoint_with_nothing_in_flight() -> None:
     inflight.emitted("a", 1.0)
     inflight.emitted("a", 1.02)
     assert inflight.step_durations() == {"a": pytest.approx(0.02)}
-    assert inflight.step_wait_many(["a"], 1.03) == [pytest.approx(0.5)]
+    assert list(inflight.step_phases(["a"])) == [pytest.approx((1.04, 50.0))]
     inflight.finished("a")
     assert inflight.step_durations() == {}
-    assert inflight.step_wait_many(["a"], 1.03) == [0.0]
+    assert list(inflight.step_phases(["a"])) == [(0.0, 0.0)]
