@@ -86,7 +86,23 @@ def test_prompt_once_per_cycle_and_chat_text() -> None:
     scorer = _scorer()
     ctx = make_context([A], make_request(messages=messages))
     scorer.score(ctx)
-    cached = ctx.state["prefix-cache-scorer.hashes"]
+    cached = ctx.state["prefix.hashes"]
     scorer.post_pick(ctx.request, ctx.state, A.endpoint, None)
-    assert ctx.state["prefix-cache-scorer.hashes"] is cached
+    assert ctx.state["prefix.hashes"] is cached
     assert list(scorer.score(make_context([A], make_request(messages=messages)))) == [1.0]
+
+
+def test_instances_with_other_block_sizes_keep_their_own_cycle_state() -> None:
+    fine = factory("fine", Fields({"hashBlockSize": 16}, "t"), PluginHandle(random.Random()))
+    coarse = factory("coarse", Fields({"hashBlockSize": 256}, "t"), PluginHandle(random.Random()))
+    request = make_request(prompt="x" * 1000)
+    fine.post_pick(request, {}, A.endpoint, A.metrics)
+    coarse.post_pick(request, {}, A.endpoint, A.metrics)
+    state: dict[str, object] = {}
+    assert fine.matches(request, state) == {A.address: 62}
+    assert coarse.matches(request, state) == {A.address: 3}
+    # The uncached tail is the prompt minus whole blocks, never negative.
+    assert coarse.uncached_tokens(request, state, [A.address, B.address]) == [
+        (1000 - 3 * 256) // 4,
+        1000 // 4,
+    ]

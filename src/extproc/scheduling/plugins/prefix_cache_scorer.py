@@ -16,9 +16,6 @@ DEFAULT_BLOCK_CHARS = 64
 DEFAULT_MAX_BLOCKS = 256
 DEFAULT_LRU_CAPACITY = 31250
 DEFAULT_CHARS_PER_TOKEN = 4
-_STATE_KEY = "prefix-cache-scorer.hashes"
-_MATCH_KEY = "prefix-cache-scorer.matched"
-_CHARS_KEY = "prefix-cache-scorer.prompt_chars"
 _SPARSE = 4  # below 1/4 of the endpoints matched, fill scores by position
 
 
@@ -47,29 +44,34 @@ class PrefixCacheScorer(Scorer, PostPick):
         self.capacity = capacity
         self.chars_per_token = chars_per_token
         self.index = PrefixIndex()
+        # Cycle-state keys of this instance: two instances (other block sizes) must not read
+        # each other's hashes or matches.
+        self._hashes_key = f"{name}.hashes"
+        self._matched_key = f"{name}.matched"
+        self._chars_key = f"{name}.prompt_chars"
         # Holding the list keeps its identity from being reused by another list.
         self._positions_of: Sequence[str] | None = None
         self._position_map: dict[str, int] = {}
 
     def hashes(self, request: LLMRequest, state: dict[str, object]) -> list[int]:
         """The request's block hashes, computed once per cycle and kept in `state`."""
-        cached = state.get(_STATE_KEY)
+        cached = state.get(self._hashes_key)
         if isinstance(cached, list):
             return cached
         text = prompt_text(request.body)
         hashes = block_hashes(request.target_model, text, self.block_chars, self.max_blocks)
-        state[_STATE_KEY] = hashes
-        state[_CHARS_KEY] = len(text)
+        state[self._hashes_key] = hashes
+        state[self._chars_key] = len(text)
         return hashes
 
     def matches(self, request: LLMRequest, state: dict[str, object]) -> dict[str, int]:
         """Endpoint address → number of leading prompt blocks it likely holds (cached per cycle)."""
-        cached = state.get(_MATCH_KEY)
+        cached = state.get(self._matched_key)
         if isinstance(cached, dict):
             return cached
         hashes = self.hashes(request, state)
         matched = self.index.match(hashes) if hashes else {}
-        state[_MATCH_KEY] = matched
+        state[self._matched_key] = matched
         return matched
 
     def uncached_tokens(
@@ -77,23 +79,22 @@ class PrefixCacheScorer(Scorer, PostPick):
     ) -> list[int]:
         """Per address, the prompt tokens not covered by the prefix it likely holds."""
         hashes = self.hashes(request, state)
-        chars = state.get(_CHARS_KEY)
+        chars = state.get(self._chars_key)
         total = chars if isinstance(chars, int) else 0
         matched = self.matches(request, state) if hashes else None
         per_token = self.chars_per_token
         out = [total // per_token] * len(addresses)
         if not matched:
             return out
-        # Matched blocks are whole blocks of the prompt: ``depth x block_chars <= total``.
         per_block = self.block_chars
         if len(matched) * _SPARSE > len(addresses):
             get = matched.get
-            return [(total - get(a, 0) * per_block) // per_token for a in addresses]
+            return [max(0, total - get(a, 0) * per_block) // per_token for a in addresses]
         positions = self._positions(addresses)
         for address, depth in matched.items():
             i = positions.get(address)
             if i is not None:
-                out[i] = (total - depth * per_block) // per_token
+                out[i] = max(0, total - depth * per_block) // per_token
         return out
 
     def score(self, ctx: SchedulingContext) -> Sequence[float]:
