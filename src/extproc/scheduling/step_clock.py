@@ -8,67 +8,74 @@ metric shows. The picker relays every streamed response chunk (ext_proc response
 STREAMED or FULL_DUPLEX_STREAMED), so it sees when each pod's steps end: chunks that arrive
 together belong to one step, and the gaps between bursts are step durations.
 
-`StepClock` keeps, per endpoint, the time of the last chunk and a moving average of the step
-duration, and answers "what fraction of a step until this endpoint starts its next one?".
-The answer is 0 when it does not know (no chunk yet, one burst only) or when the step is
-overdue (the pod is idle, or running a longer step than usual: a long prefill, which the
-picker's pending-prefill count already charges).
+`StepClock` keeps, per endpoint, when the current burst of chunks started and the durations of
+the last few steps (burst start to burst start); their median is the step estimate, so a long
+prefill step, an idle pause or a stray first gap does not stick. It answers "what fraction of
+a step until this endpoint starts its next one?". The answer is 0 when it does not know (no
+complete step seen yet) or when the step is overdue (the pod is idle, or running a longer step
+than usual: a long prefill, which the picker's pending-prefill count already charges).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 from itertools import repeat
 
-# Chunks closer than this (or than SAME_STEP_FRACTION of the current estimate) belong to the
-# same step: Envoy relays each stream's chunk separately, a burst spreads over a millisecond or
-# two under load.
+# Consecutive chunks closer than this belong to one step's burst: the engine emits a step's
+# tokens together and Envoy relays each stream's chunk separately, microseconds apart.
 SAME_STEP_S = 0.002
-SAME_STEP_FRACTION = 0.25
-# Gaps longer than this many estimated steps are idle time or an unusual step (a long prefill
-# chunk, a LoRA load), not a new normal: they do not move the average.
-MAX_STEP_RATIO = 4.0
-# Weight of a new step duration in the moving average.
-ALPHA = 0.2
+# Step durations kept per endpoint; the estimate is their median.
+WINDOW = 8
 
 
 # The phase of an endpoint without an estimate: due long ago, so no wait (see `phases`).
 UNKNOWN: tuple[float, float] = (0.0, 0.0)
 
 
+class _Steps:
+    """One endpoint's burst timing."""
+
+    __slots__ = ("burst_start", "durations", "estimate", "last_chunk")
+
+    def __init__(self, now: float) -> None:
+        self.burst_start = now
+        self.last_chunk = now
+        self.durations: deque[float] = deque(maxlen=WINDOW)
+        self.estimate = 0.0
+
+
 class StepClock:
-    """Per endpoint address: the last chunk's time, the estimated step duration, and the
-    derived phase ``(next step due, 1 / duration)`` that scheduling cycles read."""
+    """Per endpoint address: burst timing, the estimated step duration, and the derived phase
+    ``(next step due, 1 / duration)`` that scheduling cycles read."""
 
     __slots__ = ("_phases", "_steps")
 
     def __init__(self) -> None:
-        self._steps: dict[str, list[float]] = {}  # [last chunk time, estimate (0: unknown)]
+        self._steps: dict[str, _Steps] = {}
         self._phases: dict[str, tuple[float, float]] = {}
 
     def observe(self, address: str, now: float) -> None:
         """A response chunk from `address` arrived at `now` (monotonic seconds)."""
-        step = self._steps.get(address)
-        if step is None:
-            self._steps[address] = [now, 0.0]
+        steps = self._steps.get(address)
+        if steps is None:
+            self._steps[address] = _Steps(now)
             return
-        gap = now - step[0]
-        step[0] = now
-        estimate = step[1]
-        if gap >= SAME_STEP_S and gap >= SAME_STEP_FRACTION * estimate:
-            if not estimate:
-                estimate = step[1] = gap
-            elif gap < MAX_STEP_RATIO * estimate:
-                estimate = step[1] = estimate + ALPHA * (gap - estimate)
-        if estimate:
-            self._phases[address] = (now + estimate, 1.0 / estimate)
+        if now - steps.last_chunk < SAME_STEP_S:  # the same burst
+            steps.last_chunk = now
+            return
+        durations = steps.durations
+        durations.append(now - steps.burst_start)
+        steps.burst_start = steps.last_chunk = now
+        estimate = steps.estimate = sorted(durations)[len(durations) // 2]
+        self._phases[address] = (now + estimate, 1.0 / estimate)
 
     def estimates(self) -> dict[str, float]:
         """Address → estimated step duration (seconds), for the endpoints that have one."""
-        return {address: step[1] for address, step in self._steps.items() if step[1]}
+        return {address: s.estimate for address, s in self._steps.items() if s.estimate}
 
     def forget(self, address: str) -> None:
-        """`address` has nothing in flight: its next chunk starts a fresh burst history."""
+        """`address` has nothing in flight: its next chunk starts a fresh history."""
         self._steps.pop(address, None)
         self._phases.pop(address, None)
 

@@ -18,19 +18,25 @@ def _clock(*times: float, address: str = "a") -> StepClock:
 @pytest.mark.parametrize(
     ("times", "expected"),
     [
-        ((1.0,), {}),  # one burst: no duration yet
-        ((1.0, 1.0005, 1.001), {}),  # chunks of one step (within 2 ms)
-        ((1.0, 1.020), {"a": pytest.approx(0.020)}),  # the first gap sets the estimate
-        # Later gaps move it by a fifth of the difference.
-        ((1.0, 1.020, 1.045), {"a": pytest.approx(0.020 + 0.2 * 0.005)}),
-        # A burst spread over 3 ms is one step once the estimate is known (< 1/4 of it).
-        ((1.0, 1.020, 1.023, 1.043), {"a": pytest.approx(0.020)}),
-        # An idle second is not a step: the estimate stays.
-        ((1.0, 1.020, 2.020), {"a": pytest.approx(0.020)}),
+        ((1.0,), {}),  # one burst: no step seen yet
+        ((1.0, 1.0005, 1.001), {}),  # chunks of one step (each within 2 ms of the last)
+        ((1.0, 1.020), {"a": pytest.approx(0.020)}),  # one step, burst start to burst start
+        ((1.0, 1.020, 1.045), {"a": pytest.approx(0.025)}),  # median (upper) of 20 and 25 ms
+        # A burst spread over time is timed from its first chunk.
+        ((1.0, 1.020, 1.0205, 1.041), {"a": pytest.approx(0.021)}),
+        # An idle second among steady 20 ms steps does not move the median.
+        ((1.0, 1.020, 1.040, 2.040), {"a": pytest.approx(0.020)}),
     ],
 )
 def test_step_duration_estimate(times: tuple[float, ...], expected: dict[str, float]) -> None:
     assert _clock(*times).estimates() == expected
+
+
+@pytest.mark.parametrize("first_gap", [0.5, 0.0025], ids=["long", "short"])
+def test_a_stray_first_gap_does_not_stick(first_gap: float) -> None:
+    times = [0.0, first_gap]
+    times += [first_gap + 0.020 * (i + 1) for i in range(20)]
+    assert _clock(*times).estimates() == {"a": pytest.approx(0.020)}
 
 
 @pytest.mark.parametrize(
