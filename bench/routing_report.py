@@ -1,0 +1,183 @@
+"""bench-routing's report: the result tables, the target checks and the plot.
+
+Every function reads the cells `bench.routing` measured; nothing here starts a process.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.common import markdown_table
+
+if TYPE_CHECKING:
+    from bench.routing import Calibration, Cell
+
+PODS = 8
+ROUND_ROBIN = "round-robin"
+
+
+def fmt_ms(seconds: float) -> str:
+    return "nan" if seconds != seconds else f"{seconds * 1000:,.0f}"
+
+
+def table(cells: list[Cell]) -> str:
+    rows = []
+    for c in cells:
+        rows.append([
+            f"{c.load:.0%}", c.policy, len(c.measured()),
+            fmt_ms(c.pct("ttft_s", 50)), fmt_ms(c.pct("ttft_s", 90)), fmt_ms(c.pct("ttft_s", 99)),
+            fmt_ms(c.pct("ttft_s", 90, shared=True)), fmt_ms(c.pct("ttft_s", 90, shared=False)),
+            fmt_ms(c.pct("e2e_s", 50)), fmt_ms(c.pct("e2e_s", 90)),
+            f"{c.tokens_per_s():,.0f}", f"{c.requests_per_s():.2f}",
+            f"{c.prefix_hit_rate():.0%}", int(c.pods.get("lora_loads", 0)),
+            int(c.pods.get("vllm:num_preemptions_total", 0)),
+            f"{c.shed()} ({c.shed('Critical')})", c.errors(),
+        ])  # fmt: skip
+    return markdown_table(
+        ["load", "policy", "requests", "TTFT p50 ms", "TTFT p90 ms", "TTFT p99 ms",
+         "TTFT p90 shared-prefix ms", "TTFT p90 no-shared-prefix ms", "e2e p50 ms", "e2e p90 ms", "output tok/s", "req/s", "prefix hit", "LoRA loads",
+         "preempt.", "shed 429 (Critical)", "errors"],
+        rows,
+    )  # fmt: skip
+
+
+def cpu_table(cells: list[Cell]) -> str:
+    rows = []
+    for c in cells:
+        lags = sorted(o.lag_s for o in c.outcomes)
+        rows.append([
+            f"{c.load:.0%}", c.policy, f"{c.wall_s:.1f}",
+            *(f"{c.cpu.get(k, 0):.0f}%" if k in c.cpu else "–"
+              for k in ("load generator", "sim", "envoy", "picker")),
+            f"{lags[int(0.99 * (len(lags) - 1))] * 1000:.1f}",
+            int(c.pods.get("catch_up_resets", 0)),
+        ])  # fmt: skip
+    return markdown_table(
+        ["load", "policy", "wall s", "load gen CPU", "sim CPU", "Envoy CPU", "picker CPU",
+         "send lag p99 ms (wall)", "sim catch-up resets"],
+        rows,
+    )  # fmt: skip
+
+
+def plot(cells: list[Cell], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for policy in dict.fromkeys(c.policy for c in cells):
+        mine = sorted((c for c in cells if c.policy == policy), key=lambda c: c.load)
+        ax.plot([c.load * 100 for c in mine], [c.pct("ttft_s", 90) * 1000 for c in mine],
+                marker="o", label=policy, linewidth=2.5 if policy == "default" else 1.5)  # fmt: skip
+    ax.axvline(100, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("offered load, % of round-robin's saturation throughput")
+    ax.set_ylabel("p90 TTFT, ms (simulated time)")
+    ax.set_yscale("log")
+    ax.set_title(f"Routing: p90 time to first token, {PODS} simulated A10 pods, 10 LoRAs")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+TARGETS = ((ROUND_ROBIN, 0.5), ("reference-default", 0.8))
+
+
+def _cell(cells: list[Cell], policy: str, load: float) -> Cell | None:
+    return next((c for c in cells if c.policy == policy and abs(c.load - load) < 1e-9), None)
+
+
+def target_load(cells: list[Cell]) -> float:
+    return 0.8 if _cell(cells, "default", 0.8) else max(c.load for c in cells)
+
+
+def seed_ratios(runs: dict[int, list[Cell]], other: str, load: float) -> dict[int, float]:
+    """Per workload seed, `default`'s p90 TTFT over `other`'s (both from the same run)."""
+    out = {}
+    for seed, cells in runs.items():
+        d, o = _cell(cells, "default", load), _cell(cells, other, load)
+        if d is not None and o is not None:
+            out[seed] = d.pct("ttft_s", 90) / o.pct("ttft_s", 90)
+    return out
+
+
+def targets(runs: dict[int, list[Cell]]) -> tuple[str, bool]:
+    """The issue's targets; a ratio is the median over the workload seeds run at its load (a
+    p90 of a few hundred requests moves by ±10% between identical runs)."""
+    cells = next(iter(runs.values()))
+    rows = []
+    met = True
+    load = target_load(cells)
+    for other, ratio in TARGETS:
+        ratios = seed_ratios(runs, other, load)
+        if not ratios:
+            continue
+        got = statistics.median(ratios.values())
+        ok = got <= ratio
+        met &= ok
+        each = ", ".join(f"{r:.2f}x" for r in ratios.values())
+        rows.append([f"`default` p90 TTFT at {load:.0%} / `{other}`",
+                     f"median {got:.2f}x over {len(ratios)} seed(s) ({each})",
+                     f"≤ {ratio}x", "yes" if ok else "no"])  # fmt: skip
+    crit = sum(
+        c.shed("Critical", everything=True)
+        for seed_cells in runs.values()
+        for c in seed_cells
+        if c.policy == "default"
+    )
+    met &= crit == 0
+    rows.append(["Critical requests shed by `default` (all loads, warm-up included)", str(crit),
+                 "0", "yes" if crit == 0 else "no"])  # fmt: skip
+    return markdown_table(["target", "measured", "goal", "met"], rows), met
+
+
+def ratio_table(cells: list[Cell]) -> str:
+    """p90 TTFT of `default` over the other policies', per load (a summary of the table)."""
+    rows = []
+    for load in dict.fromkeys(c.load for c in cells):
+        mine = {c.policy: c for c in cells if c.load == load}
+        d = mine.get("default")
+        if d is None:
+            continue
+        rows.append([f"{load:.0%}", *(
+            f"{d.pct('ttft_s', 90) / mine[p].pct('ttft_s', 90):.2f}x" if p in mine else "–"
+            for p in (ROUND_ROBIN, "random", "legacy-v0.3", "reference-default"))])  # fmt: skip
+    return markdown_table(
+        ["load", "/ round-robin", "/ random", "/ legacy-v0.3", "/ reference-default"], rows
+    )
+
+
+def seeds_table(runs: dict[int, list[Cell]], load: float, floors: dict[int, float]) -> str:
+    """p90 TTFT of the target policies per workload seed at the target load, with the seed's
+    routing-independent floor and the ratio a router that reached it would score."""
+    policies = [p for p, _ in TARGETS]
+    rows = []
+    for seed, cells in runs.items():
+        d = _cell(cells, "default", load)
+        row: list[object] = [seed, fmt_ms(d.pct("ttft_s", 90)) if d else "–"]
+        for other in policies:
+            o = _cell(cells, other, load)
+            row.append(fmt_ms(o.pct("ttft_s", 90)) if o else "–")
+            row.append(f"{d.pct('ttft_s', 90) / o.pct('ttft_s', 90):.2f}x" if d and o else "–")
+        floor, last = floors[seed], _cell(cells, policies[-1], load)
+        row.append(fmt_ms(floor))
+        row.append(f"{floor / last.pct('ttft_s', 90):.2f}x" if last else "–")
+        rows.append(row)
+    header = ["workload seed", "`default` p90 ms"]
+    for other in policies:
+        header += [f"`{other}` p90 ms", "ratio"]
+    header += ["floor p90 ms", f"floor / `{policies[-1]}`"]
+    return markdown_table(header, rows)
+
+
+def calibration_table(cal: Calibration) -> str:
+    rows = [[n, f"{n // PODS}", f"{t:.2f}", p]
+            for n, t, p in zip(cal.concurrency, cal.throughput, cal.preemptions, strict=True)]  # fmt: skip
+    return markdown_table(
+        ["in flight (fleet)", "per pod", "completions / simulated s", "preemptions"], rows
+    )
