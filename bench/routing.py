@@ -31,9 +31,9 @@ from typing import Any
 import aiohttp
 
 from bench.common import machine, process_cpu_seconds, replace_section
+from bench.routing_policies import make_stack, policy_configs
 from bench.routing_report import (
     PODS,
-    ROUND_ROBIN,
     TARGETS,
     calibration_table,
     cpu_table,
@@ -45,21 +45,10 @@ from bench.routing_report import (
     target_load,
     targets,
 )
-from bench.routing_workload import TENANTS, BenchRequest, build, describe, documents, ideal_ttft_s
-from extproc.envoyconf.bootstrap import CircuitBreaker
-from extproc.stack.stack import LocalStack, StackConfig
+from bench.routing_workload import TENANTS, BenchRequest, build, describe, ideal_ttft_s
+from extproc.stack.stack import LocalStack
 
 NO_SHARED_PREFIX = frozenset(t.name for t in TENANTS if not t.system_tokens)
-RANDOM_CONFIG = """\
-apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-  - type: random-picker
-schedulingProfiles:
-  - name: default
-    plugins:
-      - {pluginRef: random-picker}
-"""
 PLOT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks-routing.png"
 SECTION = "Routing (make bench-routing)"
 _COMPLETION = re.compile(rb'"completion_tokens":\s*(\d+)')
@@ -184,36 +173,6 @@ def pod_counters(stack: LocalStack) -> dict[str, float]:
         totals["lora_loads"] = totals.get("lora_loads", 0.0) + state["lora_loads"]
         totals["catch_up_resets"] = totals.get("catch_up_resets", 0.0) + state["catch_up_resets"]
     return dict(totals)
-
-
-# -- policies ----------------------------------------------------------------------------------
-def policy_configs(workdir: Path, extra: list[str]) -> dict[str, dict[str, Any]]:
-    random_file = workdir / "random.yaml"
-    random_file.write_text(RANDOM_CONFIG)
-    policies: dict[str, dict[str, Any]] = {
-        ROUND_ROBIN: {"with_picker": False},
-        "random": {"picker_args": ("--config-file", str(random_file))},
-        "legacy-v0.3": {"picker_args": ("--profile", "legacy-v0.3")},
-        "reference-default": {"picker_args": ("--profile", "reference-default")},
-        "default": {"picker_args": ("--profile", "default")},
-    }
-    for item in extra:
-        name, _, path = item.partition("=")
-        policies[name] = {"picker_args": ("--config-file", str(Path(path).resolve()))}
-    for cfg in policies.values():
-        if "picker_args" in cfg:
-            cfg["picker_args"] = (*cfg["picker_args"], "--seed", "1")
-    return policies
-
-
-def make_stack(policy: dict[str, Any], speed: float, workdir: Path) -> LocalStack:
-    workdir.mkdir(parents=True, exist_ok=True)
-    return LocalStack(
-        StackConfig(
-            pods=PODS, speed=speed, breaker=CircuitBreaker(), documents=documents(),
-            sim_args=("--seed", "7"), log_dir=workdir, **policy,
-        )
-    )  # fmt: skip
 
 
 # -- one cell ----------------------------------------------------------------------------------
