@@ -25,7 +25,7 @@ What it implements (RFC 9113 and the gRPC HTTP/2 protocol, server side):
 - graceful stop: GOAWAY, open streams finish until a deadline, then connections close.
 
 Handlers are `SessionFactory` callables per method path; a `StreamSession` receives each
-request message as bytes and returns the serialised replies.
+request message as bytes and returns the serialised replies (`extproc.server.grpc_call`).
 """
 
 from __future__ import annotations
@@ -36,12 +36,20 @@ import ssl
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
 
 import hpack
-from google.protobuf.message import DecodeError, Message
 
 from extproc.logs import get_logger
+from extproc.server.grpc_call import (
+    INTERNAL,
+    OK,
+    RESOURCE_EXHAUSTED,
+    UNIMPLEMENTED,
+    GrpcError,
+    ServerLimits,
+    SessionFactory,
+    StreamSession,
+)
 from extproc.server.h2wire import (
     ACK,
     CANCEL,
@@ -83,47 +91,18 @@ from extproc.server.h2wire import (
     SETTINGS_MAX_FRAME_SIZE,
     U32,
     WINDOW_UPDATE,
+    PathReader,
     frame,
-    leaves_table_unchanged,
     status_block,
 )
 
 log = get_logger(__name__)
 
-# gRPC status codes.
-OK, CANCELLED, UNKNOWN, INTERNAL, UNIMPLEMENTED, UNAVAILABLE = 0, 1, 2, 13, 12, 14
-RESOURCE_EXHAUSTED = 8
-
 READ_BUFFER = 256 * 1024  # one per server, shared by its connections (see _Connection)
-# Remembered `:path`s of header blocks per connection (see _Connection._path_of).
-_PATH_CACHE_SIZE = 64
-_PATH_CACHE_BLOCK = 1024  # bytes: Envoy's blocks are ~100
 # TCP keepalive on accepted connections: a client that vanished without closing (a node lost,
 # a partition) is detected after ~90 s and its streams end, instead of holding them until the
 # kernel's two-hour default.
 KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 60, 10, 3
-
-
-class StreamSession(Protocol):
-    """One gRPC call. `on_message` returns the serialised replies to send, in order."""
-
-    def on_message(self, data: bytes) -> Iterable[bytes]: ...
-
-    def on_close(self) -> None:
-        """The call ended (finished, cancelled or the connection was lost); called once."""
-
-
-class GrpcError(Exception):
-    """Raised by a session factory or `on_message`: ends the call with this status."""
-
-    def __init__(self, status: int, message: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-SessionFactory = Callable[[], StreamSession]
-_M = TypeVar("_M", bound=Message)
 
 
 def enable_keepalive(sock: socket.socket) -> None:
@@ -136,19 +115,6 @@ def enable_keepalive(sock: socket.socket) -> None:
     ):
         if hasattr(socket, option):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
-
-
-def decode(message_type: type[_M], data: bytes) -> _M:
-    """Parse a request message; an undecodable one ends the call with INTERNAL."""
-    try:
-        return message_type.FromString(data)
-    except DecodeError as exc:
-        raise GrpcError(INTERNAL, f"undecodable {message_type.__name__}: {exc}") from exc
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerLimits:
-    max_message_bytes: int = 64 * 1024 * 1024
 
 
 class _Refused:
@@ -228,8 +194,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
         self._preface_seen = False
-        self._decoder = hpack.Decoder()  # 4,096-byte table: we never raise the default
-        self._paths: dict[bytes, bytes] = {}  # see `_path_of`
+        self._paths = PathReader()
         self._streams: dict[int, _Stream] = {}
         self._last_stream = 0
         self._out: list[bytes] = []
@@ -469,33 +434,11 @@ class _Connection(asyncio.BufferedProtocol):
             self._continuation = None
             self._on_header_block(stream_id, pending.end_stream, b"".join(pending.fragments))
 
-    def _path_of(self, block: bytes) -> bytes:
-        """The `:path` of a header block, decoding it only when its meaning may have changed.
-
-        Envoy sends the same block for every call on a connection (its `:path` as a literal
-        without indexing, the rest indexed), and HPACK decoding is a third of the transport's
-        CPU per call. A block that leaves the dynamic table unchanged means the same thing
-        until some block changes the table, so its path is remembered until then.
-        """
-        # Only small blocks are remembered (Envoy's are ~100 bytes): at most 64 KB per connection.
-        stateless = len(block) <= _PATH_CACHE_BLOCK and leaves_table_unchanged(block)
-        if stateless:
-            path = self._paths.get(block)
-            if path is not None:
-                return path
-        try:
-            headers = self._decoder.decode(block, raw=True)
+    def _on_header_block(self, stream_id: int, end_stream: bool, block: bytes) -> None:
+        try:  # every block, trailers too: keeps the decoder's table in step with the client
+            path = self._paths.path_of(block)
         except hpack.HPACKError as exc:
             raise _ConnectionError(COMPRESSION_ERROR, f"HPACK: {exc}") from exc
-        path = next((bytes(value) for name, value in headers if name == b":path"), b"")
-        if not stateless or len(self._paths) >= _PATH_CACHE_SIZE:
-            self._paths.clear()
-        if stateless:
-            self._paths[block] = path
-        return path
-
-    def _on_header_block(self, stream_id: int, end_stream: bool, block: bytes) -> None:
-        path = self._path_of(block)  # every block, trailers too: keeps the table in step
         stream = self._streams.get(stream_id)
         if stream is not None:  # trailers from the client end its side of the call
             if end_stream:

@@ -1,12 +1,14 @@
 """HTTP/2 (RFC 9113) and HPACK (RFC 7541) wire details for the built-in gRPC server (`h2.py`):
 frame and setting codes, frame encoding, the constant header blocks we send (literals without
-indexing: no encoder state), and the check that a client's header block leaves the HPACK
-dynamic table unchanged."""
+indexing: no encoder state), the check that a client's header block leaves the HPACK
+dynamic table unchanged, and `PathReader`, which decodes a block's `:path` only when needed."""
 
 from __future__ import annotations
 
 import struct
 import urllib.parse
+
+import hpack
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -125,3 +127,40 @@ def leaves_table_unchanged(block: bytes) -> bool:
     except IndexError:
         return False  # truncated: the decoder reports it
     return pos == end
+
+
+# Remembered `:path`s of header blocks per connection (see `PathReader`).
+_PATH_CACHE_SIZE = 64
+_PATH_CACHE_BLOCK = 1024  # bytes: Envoy's blocks are ~100
+
+
+class PathReader:
+    """The `:path` of each header block of one connection, through its HPACK decoder."""
+
+    __slots__ = ("_decoder", "_paths")
+
+    def __init__(self) -> None:
+        self._decoder = hpack.Decoder()  # 4,096-byte table: we never raise the default
+        self._paths: dict[bytes, bytes] = {}
+
+    def path_of(self, block: bytes) -> bytes:
+        """The `:path` of a header block, decoding it only when its meaning may have changed.
+
+        Envoy sends the same block for every call on a connection (its `:path` as a literal
+        without indexing, the rest indexed), and HPACK decoding is a third of the transport's
+        CPU per call. A block that leaves the dynamic table unchanged means the same thing
+        until some block changes the table, so its path is remembered until then.
+        """
+        # Only small blocks are remembered (Envoy's are ~100 bytes): at most 64 KB per connection.
+        stateless = len(block) <= _PATH_CACHE_BLOCK and leaves_table_unchanged(block)
+        if stateless:
+            path = self._paths.get(block)
+            if path is not None:
+                return path
+        headers = self._decoder.decode(block, raw=True)  # raises hpack.HPACKError
+        path = next((bytes(value) for name, value in headers if name == b":path"), b"")
+        if not stateless or len(self._paths) >= _PATH_CACHE_SIZE:
+            self._paths.clear()
+        if stateless:
+            self._paths[block] = path
+        return path

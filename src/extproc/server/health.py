@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from grpc_health.v1 import health_pb2
 
-from extproc.server.h2 import GrpcError, decode
+from extproc.server.grpc_call import GrpcError, decode
 
 CHECK_PATH = "/grpc.health.v1.Health/Check"
 NOT_FOUND = 5  # gRPC status for a service nobody registered

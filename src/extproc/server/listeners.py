@@ -16,7 +16,8 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from extproc.metrics import PickerMetrics
-from extproc.server.h2 import GrpcServer, ServerLimits
+from extproc.server.grpc_call import ServerLimits
+from extproc.server.h2 import GrpcServer
 from extproc.server.health import CHECK_PATH, HealthCheckSession
 from extproc.server.service import PROCESS_PATH, ExternalProcessor
 from extproc.tls import CertificateFiles

@@ -13,7 +13,7 @@ import grpc
 
 from extproc._proto.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from extproc.server.exchange import Exchange
-from extproc.server.h2 import UNAVAILABLE, GrpcError, decode
+from extproc.server.grpc_call import UNAVAILABLE, GrpcError, decode
 
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 PROCESS_PATH = f"/{SERVICE_NAME}/Process"

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from grpc_health.v1 import health_pb2
 
-from extproc.server.h2 import GrpcServer, ServerLimits
+from extproc.server.grpc_call import ServerLimits
+from extproc.server.h2 import GrpcServer
 from extproc.server.health import CHECK_PATH, HealthCheckSession
 from tests.unit.server.h2_helpers import ECHO, REFUSE, Recorder, refuse
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import grpc
 
-from extproc.server.h2 import UNAVAILABLE, GrpcError
+from extproc.server.grpc_call import UNAVAILABLE, GrpcError
 
 ECHO = "/test.Echo/Chat"
 REFUSE = "/test.Echo/Refused"

@@ -18,13 +18,8 @@ import h2.settings
 import hpack
 import pytest
 
-from extproc.server.h2 import (
-    INTERNAL,
-    KEEPALIVE_IDLE_S,
-    UNAVAILABLE,
-    GrpcError,
-    GrpcServer,
-)
+from extproc.server.grpc_call import INTERNAL, UNAVAILABLE, GrpcError
+from extproc.server.h2 import KEEPALIVE_IDLE_S, GrpcServer
 from extproc.server.h2wire import leaves_table_unchanged
 from tests.unit.server.h2_helpers import ECHO, EchoSession, Recorder, chat
 
