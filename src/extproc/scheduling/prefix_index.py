@@ -61,7 +61,13 @@ def block_hashes(model: str, text: str, block_chars: int, max_blocks: int) -> li
 
 
 class PrefixIndex:
-    """Per-endpoint LRUs of block hashes plus the reverse map hash → endpoints."""
+    """Per-endpoint LRUs of block hashes plus the reverse map hash → endpoints.
+
+    Blocks are recorded deepest first, so a prompt's first block is its most recently used and
+    an endpoint's LRU evicts a chain from its tail, like the engines do (vLLM frees a request's
+    blocks in reverse): an endpoint holding block `d` of a chain holds blocks 1..d as well, so
+    the holders of a chain's blocks shrink with depth. `match` relies on that.
+    """
 
     __slots__ = ("_holders", "_lrus")
 
@@ -72,27 +78,52 @@ class PrefixIndex:
     def match(self, hashes: list[int]) -> dict[str, int]:
         """Matched blocks per endpoint: the depth of the deepest chained hash it holds.
 
-        Scans from the deepest block up; a level whose holder count equals the endpoints
-        already matched is skipped (holder sets are nested under in-order insertion), which
-        keeps the cost near O(blocks) for shared prefixes.
+        Every endpoint with a match holds the first block. Holder counts never grow with
+        depth, so the deepest level with more holders than already matched is found by
+        bisection, once per distinct depth: about ``endpoints x log2(blocks)`` lookups instead
+        of one per block; when that is more, one scan from the deepest block up.
         """
-        matched: dict[str, int] = {}
+        if not hashes:
+            return {}
         holders = self._holders
-        for depth in range(len(hashes), 0, -1):
-            servers = holders.get(hashes[depth - 1])
-            if not servers or len(servers) == len(matched):
-                continue
-            for server in servers.difference(matched):
-                matched[server] = depth
+        first = holders.get(hashes[0])
+        if not first:
+            return {}
+        want = len(first)
+        matched: dict[str, int] = {}
+        hi = len(hashes)
+        if want * hi.bit_length() >= hi:  # many holders, few blocks: scan
+            for depth in range(hi, 0, -1):
+                servers = holders.get(hashes[depth - 1])
+                if not servers or len(servers) == len(matched):
+                    continue
+                for server in servers.difference(matched):
+                    matched[server] = depth
+                if len(matched) >= want:
+                    break
+            return matched
+        while len(matched) < want and hi > 0:
+            lo = 1  # level 1 has `want` holders, more than matched
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                servers = holders.get(hashes[mid - 1])
+                if servers is not None and len(servers) > len(matched):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            for server in holders[hashes[lo - 1]].difference(matched):
+                matched[server] = lo
+            hi = lo - 1
         return matched
 
-    def add(self, address: str, hashes: Iterable[int], capacity: int) -> None:
-        """Record that `address` now caches these blocks; evict its least recently used."""
+    def add(self, address: str, hashes: list[int], capacity: int) -> None:
+        """Record that `address` now caches these blocks (deepest first: see the class); evict
+        its least recently used."""
         lru = self._lrus.get(address)
         if lru is None:
             lru = self._lrus[address] = OrderedDict()
         holders = self._holders
-        for h in hashes:
+        for h in reversed(hashes):
             if h in lru:
                 lru.move_to_end(h)
                 continue

@@ -9,7 +9,7 @@ import pytest
 from extproc.config.strict import Fields
 from extproc.scheduling.context import PluginHandle
 from extproc.scheduling.plugins.prefix_cache_scorer import PrefixCacheScorer, factory
-from extproc.scheduling.prefix_index import block_hashes, prompt_text
+from extproc.scheduling.prefix_index import PrefixIndex, block_hashes, prompt_text
 
 from .builders import make_context, make_endpoint, make_request
 
@@ -58,14 +58,31 @@ def test_hashes_are_seeded_by_model() -> None:
     ]
 
 
-def test_lru_capacity_evicts_oldest_blocks() -> None:
+def test_lru_capacity_evicts_a_chain_from_its_tail() -> None:
     scorer = _scorer(lruCapacityPerServer=2)
     _route(scorer, "aaaabbbbcccc", A)
     assert scorer.index.size(A.address) == 2
-    # The first block was evicted, only deeper chained hashes remain.
+    # Like the engine, the index dropped the deepest block: the first two still match.
     scores = scorer.score(make_context([A], make_request(prompt="aaaabbbbcccc")))
-    assert list(scores) == [1.0]
-    assert list(scorer.score(make_context([A], make_request(prompt="aaaa")))) == [0.0]
+    assert list(scores) == [pytest.approx(2 / 3)]
+    assert list(scorer.score(make_context([A], make_request(prompt="aaaa")))) == [1.0]
+    # Another prompt with the same first block refreshes it; the old tail goes first.
+    _route(scorer, "aaaadddd", A)
+    scores = scorer.score(make_context([A], make_request(prompt="aaaabbbbcccc")))
+    assert list(scores) == [pytest.approx(1 / 3)]
+
+
+@pytest.mark.parametrize("endpoints", [1, 3, 40], ids=["one", "few", "many-holders-scan"])
+def test_match_finds_each_endpoints_deepest_block(endpoints: int) -> None:
+    index = PrefixIndex()
+    chain = list(range(1, 129))  # 128 chained block hashes
+    for i in range(endpoints):
+        index.add(f"e{i}", chain[: 1 + (i * 37) % 128], 10_000)
+    index.add("other", [999, 1000], 10_000)  # another chain: never matched
+    want = {f"e{i}": 1 + (i * 37) % 128 for i in range(endpoints)}
+    assert index.match(chain) == want
+    assert index.match([500, 2]) == {}  # no endpoint holds this first block
+    assert index.match([]) == {}
 
 
 def test_capacity_from_cache_config() -> None:
