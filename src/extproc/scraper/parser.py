@@ -74,11 +74,14 @@ def _selector(name: str) -> tuple[str, tuple[str, str] | None]:
 
 def _first(text: str, names: tuple[str, ...]) -> list[Sample]:
     for name in names:
-        family, needles = _selector(name)
-        found = _samples(text, family)
-        if needles is not None:
-            later, first = needles
-            found = [s for s in found if later in s[0] or s[0].startswith(first)]
+        if "{" not in name:  # a plain family name: the common case
+            found = _samples(text, name)
+        else:
+            family, needles = _selector(name)
+            found = _samples(text, family)
+            if needles is not None:
+                later, first = needles
+                found = [s for s in found if later in s[0] or s[0].startswith(first)]
         if found:
             return found
     return []
