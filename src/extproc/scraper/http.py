@@ -22,6 +22,7 @@ from extproc.scraper.errors import (
     FetchTooLarge,
 )
 from extproc.scraper.fetch import Completion
+from extproc.scraper.ticker import Ticker
 
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 MAX_HEAD = 64 * 1024  # status line plus headers
@@ -158,15 +159,16 @@ class _Connection(asyncio.BufferedProtocol):
     fresh page faults on every read (the scraper's system time doubled with it).
     """
 
-    def __init__(self, max_body: int, read_buffer: memoryview) -> None:
+    def __init__(self, max_body: int, read_buffer: memoryview, ticker: Ticker) -> None:
         self._read_buffer = read_buffer
         self._loop = asyncio.get_running_loop()
+        self._ticker = ticker
         self._max_body = max_body
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._response: _Response | None = None
         self._on_done: Completion | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._request = 0  # numbers requests: a timeout for an earlier one is ignored
         self.closed = False
         self.busy = False
         self.used = False  # a response was read on it: a close before the next one is a race
@@ -237,12 +239,13 @@ class _Connection(asyncio.BufferedProtocol):
         self.busy, self.received = True, False
         self._response = _Response(self._max_body)
         self._on_done = on_done
-        self._timer = self._loop.call_at(deadline, self._on_timeout)
+        self._request += 1
+        self._ticker.call_at(deadline, self._on_timeout, self._request)
         self._transport.write(payload)
 
-    def _on_timeout(self) -> None:
-        self._timer = None
-        self._fail(FetchTimeout("no complete response within the timeout"))
+    def _on_timeout(self, request: int) -> None:
+        if request == self._request and self.busy:
+            self._fail(FetchTimeout("no complete response within the timeout"))
 
     def _finish(self, response: _Response, *, keep: bool = True) -> None:
         on_done = self._on_done
@@ -263,9 +266,6 @@ class _Connection(asyncio.BufferedProtocol):
             on_done(None, exc)
 
     def _done(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         self._on_done = None
         self._response = None
         self.busy = False
@@ -287,8 +287,12 @@ class HttpFetcher:
     new connection (an idle keep-alive connection may be closed at any moment).
     """
 
-    def __init__(self, timeout: float, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(
+        self, timeout: float, *, max_body: int = DEFAULT_MAX_BODY, ticker: Ticker | None = None
+    ) -> None:
         self._timeout = timeout
+        self._own_ticker = ticker is None
+        self._ticker = ticker or Ticker()  # request timeouts: see extproc.scraper.ticker
         self._max_body = max_body
         self._connections: dict[tuple[str, int], _Connection] = {}
         self._targets: dict[str, tuple[str, int, bytes]] = {}
@@ -381,7 +385,7 @@ class HttpFetcher:
         try:
             async with asyncio.timeout_at(deadline):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(self._max_body, self._read_buffer), host, port
+                    lambda: _Connection(self._max_body, self._read_buffer, self._ticker), host, port
                 )
         except TimeoutError as exc:
             raise FetchTimeout(f"connecting to {host}:{port} timed out") from exc
@@ -396,3 +400,5 @@ class HttpFetcher:
         for conn in self._connections.values():
             conn.close()
         self._connections.clear()
+        if self._own_ticker:
+            self._ticker.close()

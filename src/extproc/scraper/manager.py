@@ -19,6 +19,7 @@ from extproc.scraper.http import HttpFetcher
 from extproc.scraper.parser import parse_metrics
 from extproc.scraper.pool_gauges import update_pool_gauges
 from extproc.scraper.snapshot import EndpointMetrics, MetricsStore
+from extproc.scraper.ticker import Ticker
 
 log = get_logger(__name__)
 
@@ -26,6 +27,11 @@ DEFAULT_INTERVAL_S = 0.05
 DEFAULT_TIMEOUT_S = 1.0
 DEFAULT_FAILURE_THRESHOLD = 3
 DEFAULT_GAUGE_INTERVAL_S = 1.0
+# Scrapes due within the same tick are sent together: a fifth of the interval, at most 10 ms.
+# Sending in bursts costs ~10% less CPU than one timer per scrape (`make bench-scheduling`,
+# 100 endpoints): fewer event-loop wake-ups, and on loopback fewer cross-CPU wake-ups of the
+# server. A burst of 20 sends holds the event loop for ~0.7 ms.
+MAX_TICK_S = 0.01
 # "builtin": the keep-alive asyncio.Protocol client (extproc.scraper.http), about 10x cheaper
 # per scrape than aiohttp's client; "aiohttp": aiohttp.ClientSession.
 Transport = Literal["builtin", "aiohttp"]
@@ -46,11 +52,12 @@ class ScrapeConfig:
     transport: Transport = DEFAULT_TRANSPORT
 
 
-def make_fetcher(config: ScrapeConfig) -> Fetcher:
-    """The Fetcher named by `config.transport`, with the per-call timeout."""
+def make_fetcher(config: ScrapeConfig, ticker: Ticker | None = None) -> Fetcher:
+    """The Fetcher named by `config.transport`, with the per-call timeout (the built-in
+    client's timeouts run on `ticker` when given)."""
     if config.transport == "aiohttp":
         return AiohttpFetcher(config.timeout)
-    return HttpFetcher(config.timeout)
+    return HttpFetcher(config.timeout, ticker=ticker)
 
 
 class EndpointSource(Protocol):
@@ -84,7 +91,9 @@ class ScrapeManager:
         self._store = store
         self._metrics = metrics
         self._config = config or ScrapeConfig()
-        self._fetcher = fetcher or make_fetcher(self._config)
+        # One ticker for every scrape loop's next scrape and the built-in client's timeouts.
+        self._ticker = Ticker(min(MAX_TICK_S, self._config.interval / 5))
+        self._fetcher = fetcher or make_fetcher(self._config, self._ticker)
         self._clock = clock
         self._names = metric_names(self._config.engine)
         self._scrapes: dict[str, _EndpointScrape] = {}
@@ -113,6 +122,7 @@ class ScrapeManager:
         self._scrapes.clear()
         self._gauge_task = None
         await self._fetcher.close()
+        self._ticker.close()
 
     def scraping(self) -> frozenset[str]:
         """Addresses with a running scrape loop."""
@@ -130,7 +140,7 @@ class ScrapeManager:
             if address not in self._scrapes:
                 scrape = _EndpointScrape(
                     address, self._fetcher, store=self._store, config=self._config,
-                    names=self._names, clock=self._clock,
+                    names=self._names, clock=self._clock, ticker=self._ticker,
                 )  # fmt: skip
                 self._scrapes[address] = scrape
                 scrape.start()
@@ -156,7 +166,8 @@ class _EndpointScrape:
     With the built-in HTTP client the request starts on the kept-alive connection and its
     completion calls back here (`CallbackFetcher.start_fetch`): no task, sleep or future per
     scrape, which was a fifth of the scraper's CPU (`make bench-scheduling`). Other fetchers,
-    and the first request of a connection, run as one short task per fetch.
+    and the first request of a connection, run as one short task per fetch. The wait before
+    the next scrape runs on the manager's `Ticker`, shared by all loops.
     """
 
     def __init__(
@@ -168,6 +179,7 @@ class _EndpointScrape:
         config: ScrapeConfig,
         names: MetricNames,
         clock: Callable[[], float],
+        ticker: Ticker,
     ) -> None:
         self._address = address
         self._url = f"http://{address}{config.path}"
@@ -180,7 +192,8 @@ class _EndpointScrape:
         self._names = names
         self._clock = clock
         self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.Handle | None = None
+        self._ticker = ticker
+        self._timer: asyncio.Handle | None = None  # the first scrape's
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._started_at = 0.0
@@ -231,7 +244,11 @@ class _EndpointScrape:
         except Exception as exc:
             log.error("scrape_failed", endpoint=self._address, error=repr(exc), exc_info=True)
         wait = max(0.0, self._config.interval - (self._clock() - self._started_at))
-        self._timer = self._loop.call_later(wait, self._fire)
+        self._ticker.call_later(wait, self._next)
+
+    def _next(self) -> None:
+        if not self._stopped:
+            self._fire()
 
     def _record(self, body: bytes | None, error: BaseException | None) -> None:
         snapshot: EndpointMetrics | None = None
@@ -240,9 +257,7 @@ class _EndpointScrape:
                 if self._last is not None and body == self._last_body:
                     snapshot = dataclasses.replace(self._last, updated_at=self._clock())
                 else:
-                    snapshot = parse_metrics(
-                        body.decode("utf-8", "replace"), self._names, self._clock()
-                    )
+                    snapshot = parse_metrics(body, self._names, self._clock())
                 self._last_body, self._last = body, snapshot
             except Exception as exc:  # an unparsable page is a failed scrape
                 error = exc

@@ -1,12 +1,13 @@
 """A targeted Prometheus text parser: reads only the wanted families, never the whole page.
 
 A vLLM page is tens of kilobytes, mostly histograms nobody here reads. Instead of tokenising every
-line, each wanted family is located with ``str.find`` on ``"\\n" + name`` (a C-speed scan) and only
-those sample lines are parsed. The exposition format requires a family's lines to form one group,
-so the walk stops at the first line after the group that does not start with the name: a present
-family costs a scan up to its group, not of the whole page (a full scan only proves absence).
-Comments, ``_created`` series, other families and malformed lines are skipped
-without raising; ``NaN`` samples are ignored; ``+Inf``/``-Inf`` parse as floats.
+line, each wanted family is located with ``bytes.find`` on ``"\\n" + name`` (a C-speed scan) and
+only those sample lines are parsed. The page stays bytes (no decoding, no copy); only the label
+sets of info series are decoded. The exposition format requires a family's lines to form one
+group, so the walk stops at the first line after the group that does not start with the name: a
+present family costs a scan up to its group, not of the whole page (a full scan only proves
+absence). Comments, ``_created`` series, other families and malformed lines are skipped without
+raising; ``NaN`` and infinite samples are ignored.
 """
 
 from __future__ import annotations
@@ -17,33 +18,43 @@ import math
 from extproc.scraper.engines import MetricNames
 from extproc.scraper.snapshot import EndpointMetrics
 
-Sample = tuple[str, float]  # (raw text after the family name up to the value, value)
+Sample = tuple[bytes, float]  # (raw text after the family name up to the value, value)
 
 
 class ParseError(ValueError):
     """The page holds none of the families that describe load (waiting, running, KV use)."""
 
 
-def _samples(text: str, name: str) -> list[Sample]:
+_SEPARATORS = frozenset(b"{ \t")  # the byte after a family name in a sample line
+
+
+@functools.lru_cache(maxsize=128)
+def _needles(name: str) -> tuple[bytes, bytes]:
+    """`name` and ``"\\n" + name`` as bytes."""
+    encoded = name.encode()
+    return encoded, b"\n" + encoded
+
+
+def _samples(page: bytes, name: str) -> list[Sample]:
     """(rest-of-line, value) for every sample line of exactly family `name`."""
     out: list[Sample] = []
-    size = len(name)
-    needle = "\n" + name
-    if text.startswith(name):
+    encoded, needle = _needles(name)
+    size = len(encoded)
+    if page.startswith(encoded):
         start = 0
     else:
-        start = text.find(needle) + 1
+        start = page.find(needle) + 1
         if start == 0:
             return out
+    length = len(page)
     while True:
-        end = text.find("\n", start)
+        end = page.find(b"\n", start)
         if end < 0:
-            end = len(text)
-        rest = text[start + size : end]
-        head = rest[:1]
+            end = length
         # The byte after the name separates `name{` / `name 1` from `name_created` and friends.
-        if head in {"{", " ", "\t"}:
-            closing = rest.rfind("}") if head == "{" else 0
+        if start + size < end and page[start + size] in _SEPARATORS:
+            rest = page[start + size : end]
+            closing = rest.rfind(b"}") if rest[0] == 0x7B else 0  # "{"
             fields = rest[closing + 1 :].split() if closing >= 0 else ()
             if fields:
                 try:
@@ -54,31 +65,31 @@ def _samples(text: str, name: str) -> list[Sample]:
                     out.append((rest, value))
         # The next line continues the group only if it starts with the name (the format keeps
         # a family's lines together; `name_created` lines belong to the same group).
-        if not text.startswith(name, end + 1):
+        if not page.startswith(encoded, end + 1):
             break
         start = end + 1
     return out
 
 
 @functools.lru_cache(maxsize=64)
-def _selector(name: str) -> tuple[str, tuple[str, str] | None]:
+def _selector(name: str) -> tuple[str, tuple[bytes, bytes] | None]:
     """``family{label=value}`` → (family, (',label="value"', '{label="value"')); plain names
     → (name, None). The two needles match the pair as the first label or a later one."""
     family, brace, selector = name.partition("{")
     if not brace:
         return name, None
     label, _, value = selector.rstrip("}").partition("=")
-    pair = f'{label.strip()}="{value.strip().strip(chr(34))}"'
-    return family, ("," + pair, "{" + pair)
+    pair = f'{label.strip()}="{value.strip().strip(chr(34))}"'.encode()
+    return family, (b"," + pair, b"{" + pair)
 
 
-def _first(text: str, names: tuple[str, ...]) -> list[Sample]:
+def _first(page: bytes, names: tuple[str, ...]) -> list[Sample]:
     for name in names:
         if "{" not in name:  # a plain family name: the common case
-            found = _samples(text, name)
+            found = _samples(page, name)
         else:
             family, needles = _selector(name)
-            found = _samples(text, family)
+            found = _samples(page, family)
             if needles is not None:
                 later, first = needles
                 found = [s for s in found if later in s[0] or s[0].startswith(first)]
@@ -129,9 +140,12 @@ def parse_labels(rest: str) -> dict[str, str] | None:
 
 # Label sets of the info series (LoRA adapters, cache geometry) rarely change between scrapes:
 # memoise the character-level parse (a pure function of the text; callers only read the dict).
-_cached_labels = functools.lru_cache(maxsize=256)(parse_labels)
+@functools.lru_cache(maxsize=256)
+def _cached_labels(rest: bytes) -> dict[str, str] | None:
+    return parse_labels(rest.decode("utf-8", "replace"))
 
 
+@functools.lru_cache(maxsize=256)
 def _split_list(value: str) -> frozenset[str]:
     return frozenset(part.strip() for part in value.split(",") if part.strip())
 
@@ -148,13 +162,15 @@ def _int(value: str | None) -> int:
         return 0
 
 
-def parse_metrics(text: str, names: MetricNames, updated_at: float) -> EndpointMetrics:
+def parse_metrics(page: bytes | str, names: MetricNames, updated_at: float) -> EndpointMetrics:
     """Build a snapshot from one exposition page; raise ParseError if it describes no load.
 
     Queue lengths are summed over all series (data-parallel `engine`s, models); KV use is the
     mean over series. Of the LoRA info series, the one with the largest value (vLLM writes the
     wall-clock time of the last change) wins. Families missing from the page read as zero.
+    Bytes that are not UTF-8 are read as U+FFFD in label values.
     """
+    text = page.encode("utf-8", "replace") if isinstance(page, str) else page
     waiting = _first(text, names.waiting)
     running = _first(text, names.running)
     kv = _first(text, names.kv_usage)

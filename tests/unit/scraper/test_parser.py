@@ -153,3 +153,13 @@ def test_label_selector_reads_only_its_series(line: str, read: int) -> None:
     names = MetricNames(waiting=("f{request_type=waiting}",), running=("g",), kv_usage=())
     page = f"{line}\ng 1\n"
     assert parse_metrics(page, names, 1.0).waiting == read
+
+
+def test_bytes_and_text_pages_read_the_same_and_bad_utf8_stays_in_labels() -> None:
+    raw = (TESTDATA / "vllm_v1.txt").read_bytes()
+    assert parse_metrics(raw, VLLM, 1.0) == parse_metrics(raw.decode(), VLLM, 1.0)
+    page = (
+        b"vllm:num_requests_waiting 1\n"
+        b'vllm:lora_requests_info{running_lora_adapters="a\xff",waiting_lora_adapters=""} 2\n'
+    )
+    assert parse_metrics(page, VLLM, 0.0).running_loras == frozenset({"a\ufffd"})
