@@ -23,6 +23,9 @@ What it implements (RFC 9113 and the gRPC HTTP/2 protocol, server side):
   (we advertise no `grpc-accept-encoding`), a per-message size limit, trailers with
   `grpc-status`/`grpc-message`, trailers-only error responses;
 - graceful stop: GOAWAY, open streams finish until a deadline, then connections close.
+- abuse limits: 4,096 concurrent streams (more are refused), header blocks of at most 64 KiB
+  in 64 CONTINUATION frames, and a budget of client stream resets (`ResetBudget`: "rapid
+  reset" floods get GOAWAY ENHANCE_YOUR_CALM).
 
 Handlers are `SessionFactory` callables per method path; a `StreamSession` receives each
 request message as bytes and returns the serialised replies (`extproc.server.grpc_call`).
@@ -33,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -60,6 +64,7 @@ from extproc.server.h2wire import (
     DEFAULT_WINDOW,
     END_HEADERS,
     END_STREAM,
+    ENHANCE_YOUR_CALM,
     ERROR_NAMES,
     FLOW_CONTROL_ERROR,
     FRAME_HEADER,
@@ -92,6 +97,7 @@ from extproc.server.h2wire import (
     U32,
     WINDOW_UPDATE,
     PathReader,
+    ResetBudget,
     frame,
     status_block,
 )
@@ -204,6 +210,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._conn_unacked = 0
         self._blocked: dict[int, None] = {}  # streams with pending DATA, in arrival order
         self._continuation: _HeaderBlock | None = None  # a block awaiting CONTINUATION
+        self._resets = ResetBudget()
         self.going_away = False
         self._close_after_flush = False
 
@@ -320,6 +327,8 @@ class _Connection(asyncio.BufferedProtocol):
                 stream = self._streams.get(stream_id)
                 if stream is not None:
                     self._end(stream)
+                    if not self._resets.spend(time.monotonic()):
+                        raise _ConnectionError(ENHANCE_YOUR_CALM, "too many stream resets")
             elif kind == GOAWAY:
                 self.going_away = True
             elif kind == PUSH_PROMISE:

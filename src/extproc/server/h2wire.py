@@ -23,10 +23,11 @@ PRIORITY_FLAG = 0x20
 # Error codes (RFC 9113 §7).
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
 FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 6, 7, 8, 9
+ENHANCE_YOUR_CALM = 0xB
 ERROR_NAMES = {
     PROTOCOL_ERROR: "PROTOCOL_ERROR", INTERNAL_ERROR: "INTERNAL_ERROR",
     FLOW_CONTROL_ERROR: "FLOW_CONTROL_ERROR", FRAME_SIZE_ERROR: "FRAME_SIZE_ERROR",
-    COMPRESSION_ERROR: "COMPRESSION_ERROR",
+    COMPRESSION_ERROR: "COMPRESSION_ERROR", ENHANCE_YOUR_CALM: "ENHANCE_YOUR_CALM",
 }  # fmt: skip
 # Settings.
 SETTINGS_HEADER_TABLE_SIZE, SETTINGS_MAX_CONCURRENT_STREAMS = 0x1, 0x3
@@ -44,6 +45,14 @@ MAX_HEADER_BLOCK = 64 * 1024
 MAX_CONTINUATIONS = 64
 MAX_STATUS_MESSAGE = 1024  # characters of grpc-message: a header block must fit one frame
 MAX_CONCURRENT_STREAMS = 4096  # Envoy opens one stream per HTTP request in flight
+# Client resets of open streams: a burst, then a sustained rate per second. Envoy resets an
+# ext_proc stream when its downstream request goes away; opening and resetting streams in a
+# loop ("rapid reset", CVE-2023-44487) gets past the concurrent-stream cap and makes the
+# server start a call per stream. Past the budget the connection gets GOAWAY
+# ENHANCE_YOUR_CALM. nghttp2 allows 1,000 then 33/s; Envoy's cancellations under a client
+# timeout storm can be many more, hence the higher rate.
+RESET_BURST = 1000
+RESET_RATE = 1000.0
 
 
 FRAME_HEADER = struct.Struct(">HBBBI")  # 24-bit length as 16 + 8 bits, type, flags, stream
@@ -164,3 +173,22 @@ class PathReader:
         if stateless:
             self._paths[block] = path
         return path
+
+
+class ResetBudget:
+    """A token bucket for a peer's stream resets: `spend(now)` is False once it is empty."""
+
+    __slots__ = ("_at", "_burst", "_rate", "_tokens")
+
+    def __init__(self, burst: int = RESET_BURST, rate: float = RESET_RATE) -> None:
+        self._burst = float(burst)
+        self._rate = rate
+        self._tokens = float(burst)
+        self._at: float | None = None
+
+    def spend(self, now: float) -> bool:
+        if self._at is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        self._tokens -= 1.0
+        return self._tokens >= 0.0

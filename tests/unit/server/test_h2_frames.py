@@ -20,7 +20,7 @@ import pytest
 
 from extproc.server.grpc_call import INTERNAL, UNAVAILABLE, GrpcError
 from extproc.server.h2 import KEEPALIVE_IDLE_S, GrpcServer
-from extproc.server.h2wire import leaves_table_unchanged
+from extproc.server.h2wire import ResetBudget, leaves_table_unchanged
 from tests.unit.server.h2_helpers import ECHO, EchoSession, Recorder, chat
 
 pytestmark = pytest.mark.timeout(30)
@@ -344,3 +344,31 @@ async def test_accepted_connections_use_tcp_keepalive(
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S
     finally:
         writer.close()
+
+
+async def test_a_rapid_reset_flood_gets_goaway_enhance_your_calm(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    server, _, port = served
+    errors: list[str] = []
+    server.on_connection_error = errors.append
+    # Open a stream and reset it, over and over: past the reset budget (1,000 in a burst).
+    cancel = struct.pack(">I", 0x8)
+    flood = b"".join(
+        headers_frame(stream_id) + raw(0x3, 0, stream_id, cancel)  # RST_STREAM CANCEL
+        for stream_id in range(1, 2 * 1100, 2)
+    )
+    reader, writer = await raw_connection(port, flood)
+    frames = await read_frames(reader, lambda kind, _, __: kind == 0x7)  # GOAWAY
+    assert struct.unpack(">I", frames[-1][3][4:8])[0] == 0xB  # ENHANCE_YOUR_CALM
+    assert errors == ["ENHANCE_YOUR_CALM"]
+    writer.close()
+
+
+def test_the_reset_budget_refills_at_its_rate() -> None:
+    budget = ResetBudget(burst=2, rate=10.0)
+    assert budget.spend(0.0) and budget.spend(0.0)
+    assert not budget.spend(0.0)  # empty: a third reset at once is one too many
+    assert budget.spend(0.5)  # 0.5 s at 10/s refills 5, capped at the burst of 2
+    assert budget.spend(0.5)
+    assert not budget.spend(0.5)
