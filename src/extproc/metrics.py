@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (
@@ -20,6 +20,16 @@ _SCHEDULER_BUCKETS = (
     0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
 )  # fmt: skip
 _MODEL_LABELS = ("model_name", "target_model_name")
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeHealth:
+    """One endpoint's scrape loop, as operators see it."""
+
+    endpoint: str
+    fresh: bool  # its snapshot is recent and its scrapes are not failing: the scheduler uses it
+    age_seconds: float | None  # since the last successful scrape; None: none yet
+    failures: Mapping[str, int]  # failed scrapes since the loop started, by error type
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,12 @@ class PickerMetrics:
         time as `extproc_endpoint_step_duration_seconds{endpoint}`."""
         self.registry.register(_StepDurations(source))
 
+    def watch_scrapes(self, source: Callable[[], Iterable[ScrapeHealth]]) -> None:
+        """Export the scrape loops' state at scrape time: `extproc_scrape_failures_total`,
+        `extproc_endpoint_metrics_age_seconds` and `extproc_endpoint_metrics_fresh`, each
+        `{endpoint}` (failures also `{reason}`, the error type)."""
+        self.registry.register(_Scrapes(source))
+
     def model_series(self, model_name: str, target_model: str) -> ModelSeries:
         """Children of the per-model metrics, cached: `labels()` is costly on the hot path."""
         key = (model_name, target_model)
@@ -157,3 +173,42 @@ class _StepDurations(Collector):
         for address, seconds in sorted(self._source().items()):
             family.add_metric((address,), seconds)
         yield family
+
+
+class _Scrapes(Collector):
+    """Read at scrape time from the scrape loops: nothing on the scrape path but a failure
+    count, and no series left behind by departed endpoints."""
+
+    FAILURES = "extproc_scrape_failures"
+    FAILURES_HELP = "Failed scrapes of an endpoint's metrics page, by error type."
+    AGE = "extproc_endpoint_metrics_age_seconds"
+    AGE_HELP = "Seconds since the endpoint's metrics page was last scraped successfully."
+    FRESH = "extproc_endpoint_metrics_fresh"
+    FRESH_HELP = (
+        "1 when the endpoint's metrics are recent and its scrapes are not failing (the "
+        "scheduler considers it), else 0."
+    )
+
+    def __init__(self, source: Callable[[], Iterable[ScrapeHealth]]) -> None:
+        self._source = source
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.FAILURES, self.FAILURES_HELP, labels=("endpoint", "reason"))
+        yield GaugeMetricFamily(self.AGE, self.AGE_HELP, labels=("endpoint",))
+        yield GaugeMetricFamily(self.FRESH, self.FRESH_HELP, labels=("endpoint",))
+
+    def collect(self) -> Iterator[Metric]:
+        failures = CounterMetricFamily(
+            self.FAILURES, self.FAILURES_HELP, labels=("endpoint", "reason")
+        )
+        age = GaugeMetricFamily(self.AGE, self.AGE_HELP, labels=("endpoint",))
+        fresh = GaugeMetricFamily(self.FRESH, self.FRESH_HELP, labels=("endpoint",))
+        for health in sorted(self._source(), key=lambda h: h.endpoint):
+            for reason, count in sorted(health.failures.items()):
+                failures.add_metric((health.endpoint, reason), count)
+            if health.age_seconds is not None:
+                age.add_metric((health.endpoint,), health.age_seconds)
+            fresh.add_metric((health.endpoint,), 1.0 if health.fresh else 0.0)
+        yield failures
+        yield age
+        yield fresh

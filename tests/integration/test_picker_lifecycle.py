@@ -63,6 +63,11 @@ def test_health_and_reference_metrics(stack: LocalStack) -> None:
     for name in REFERENCE_METRICS:
         assert f"\n{name}" in text or text.startswith(name), name
     assert 'inference_pool_ready_pods{name="vllm-llama2-7b-pool"} 2.0' in text
+    # Both simulated pods are scraped and fresh.
+    fresh = [
+        line for line in text.splitlines() if line.startswith("extproc_endpoint_metrics_fresh{")
+    ]
+    assert len(fresh) == 2 and all(line.endswith(" 1.0") for line in fresh), fresh
     assert (
         'inference_model_request_total{model_name="/model/llama2",target_model_name="/model/llama2"} 1.0'
         in text

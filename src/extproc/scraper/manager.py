@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 from extproc.api.v1alpha2 import InferencePool
 from extproc.endpoints import Endpoint
 from extproc.logs import get_logger
-from extproc.metrics import PickerMetrics
+from extproc.metrics import PickerMetrics, ScrapeHealth
 from extproc.scraper.engines import Engine, MetricNames, metric_names
 from extproc.scraper.fetch import AiohttpFetcher, CallbackFetcher, Completion, Fetcher
 from extproc.scraper.http import HttpFetcher
@@ -100,6 +100,8 @@ class ScrapeManager:
         self._gauge_task: asyncio.Task[None] | None = None
         self._started = False
         self._subscribed = False
+        if metrics is not None:
+            metrics.watch_scrapes(self.health)
 
     async def start(self) -> None:
         if self._started:
@@ -127,6 +129,22 @@ class ScrapeManager:
     def scraping(self) -> frozenset[str]:
         """Addresses with a running scrape loop."""
         return frozenset(self._scrapes)
+
+    def health(self) -> list[ScrapeHealth]:
+        """Each scrape loop's endpoint: fresh or not, snapshot age, failures by error type."""
+        now = self._clock()
+        out = []
+        for address, scrape in self._scrapes.items():
+            snapshot = self._store.get(address)
+            out.append(
+                ScrapeHealth(
+                    endpoint=address,
+                    fresh=self._store.is_fresh(address, now),
+                    age_seconds=None if snapshot is None else max(0.0, now - snapshot.updated_at),
+                    failures=dict(scrape.failures_by_reason),
+                )
+            )
+        return out
 
     def _on_endpoints(self, endpoints: tuple[Endpoint, ...]) -> None:
         if not self._started:
@@ -197,7 +215,8 @@ class _EndpointScrape:
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._started_at = 0.0
-        self.failures = 0
+        self.failures = 0  # in a row
+        self.failures_by_reason: dict[str, int] = {}  # since the start, by error type
         # The last page and its snapshot: an unchanged page (an idle server) is not parsed again,
         # its snapshot is re-stamped. Bytes equality is one memcmp.
         self._last_body: bytes | None = None
@@ -264,6 +283,8 @@ class _EndpointScrape:
         threshold = self._config.failure_threshold
         if snapshot is None:
             self.failures += 1
+            reason = type(error).__name__ if error is not None else "Unknown"
+            self.failures_by_reason[reason] = self.failures_by_reason.get(reason, 0) + 1
             if self.failures == threshold:
                 self._store.mark_unhealthy(self._address)
                 detail = str(error)[:200] if error is not None else ""

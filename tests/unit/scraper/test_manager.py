@@ -199,3 +199,35 @@ async def test_unchanged_page_is_restamped_not_reparsed(
         assert len(parses) == 1
     finally:
         await manager.stop()
+
+
+async def test_scrape_health_is_exported_per_endpoint(server: tuple[FakeServer, int]) -> None:
+    state, port = server
+    ep = Endpoint("p1", "127.0.0.1", port)
+    dead = Endpoint("dead", "127.0.0.2", 1)  # nothing listens: connection refused
+    metrics = PickerMetrics()
+    store = MetricsStore(staleness=10.0)
+    manager = ScrapeManager(FakeSource((ep, dead)), store, metrics=metrics, config=CONFIG)
+
+    def exported() -> str:
+        return generate_latest(metrics.registry).decode()
+
+    await manager.start()
+    try:
+        await _until(lambda: f'extproc_endpoint_metrics_fresh{{endpoint="{ep.address}"}} 1.0'
+                     in exported())  # fmt: skip
+        state.status = 500
+        await _until(lambda: "FetchStatusError" in exported())
+        text = exported()
+        assert (
+            f'extproc_scrape_failures_total{{endpoint="{dead.address}",'
+            'reason="FetchConnectionError"}' in text
+        )
+        assert f'extproc_endpoint_metrics_fresh{{endpoint="{dead.address}"}} 0.0' in text
+        assert f'extproc_endpoint_metrics_age_seconds{{endpoint="{ep.address}"}}' in text
+        assert f'extproc_endpoint_metrics_age_seconds{{endpoint="{dead.address}"}}' not in text
+        health = {h.endpoint: h for h in manager.health()}
+        assert health[ep.address].failures["FetchStatusError"] >= 1
+    finally:
+        await manager.stop()
+    assert "extproc_endpoint_metrics_fresh{" not in exported()  # loops gone, series gone
