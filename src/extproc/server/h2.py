@@ -37,7 +37,6 @@ import asyncio
 import socket
 import ssl
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -54,6 +53,7 @@ from extproc.server.grpc_call import (
     SessionFactory,
     StreamSession,
 )
+from extproc.server.h2send import Sender, Stream
 from extproc.server.h2wire import (
     ACK,
     CANCEL,
@@ -87,7 +87,6 @@ from extproc.server.h2wire import (
     RECEIVE_MAX_FRAME,
     RECEIVE_WINDOW,
     REFUSED_STREAM,
-    RESPONSE_HEADERS,
     RST_STREAM,
     SETTING,
     SETTINGS,
@@ -99,7 +98,6 @@ from extproc.server.h2wire import (
     PathReader,
     ResetBudget,
     frame,
-    status_block,
 )
 
 log = get_logger(__name__)
@@ -138,33 +136,6 @@ class _Refused:
         pass
 
 
-class _Stream:
-    __slots__ = (
-        "buffer",
-        "headers_sent",
-        "id",
-        "partial",
-        "pending",
-        "remote_closed",
-        "send_window",
-        "session",
-        "trailers",
-        "unacked",
-    )  # fmt: skip
-
-    def __init__(self, stream_id: int, session: StreamSession, send_window: int) -> None:
-        self.id = stream_id
-        self.session = session
-        self.buffer = bytearray()  # an incomplete gRPC message
-        self.send_window = send_window
-        self.unacked = 0  # received DATA bytes not yet returned with WINDOW_UPDATE
-        self.pending: deque[memoryview] = deque()  # DATA waiting for flow-control window
-        self.trailers: bytes | None = None  # sent once `pending` drains
-        self.headers_sent = False
-        self.remote_closed = False
-        self.partial = False  # pending[0] is the tail of a message already partly sent
-
-
 @dataclass(slots=True)
 class _HeaderBlock:
     """A header block whose HEADERS frame lacked END_HEADERS."""
@@ -185,7 +156,9 @@ class _ConnectionError(Exception):
 
 
 class _Connection(asyncio.BufferedProtocol):
-    """One HTTP/2 connection from Envoy.
+    """One HTTP/2 connection from Envoy: the inbound half (frames, HPACK, calls, the receive
+    windows) here, the outbound half (replies within the client's windows, trailers) in its
+    `Sender` (`extproc.server.h2send`).
 
     A BufferedProtocol: asyncio's plain Protocol reads with `recv(256 KiB)`, and glibc serves
     every such allocation with mmap + mremap + munmap and fresh page faults (the freed, shrunk
@@ -201,14 +174,11 @@ class _Connection(asyncio.BufferedProtocol):
         self._buffer = b""
         self._preface_seen = False
         self._paths = PathReader()
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, Stream] = {}
         self._last_stream = 0
-        self._out: list[bytes] = []
-        self._peer_window = DEFAULT_WINDOW  # initial stream send window (peer SETTINGS)
-        self._peer_max_frame = DEFAULT_MAX_FRAME
-        self._conn_send_window = DEFAULT_WINDOW
+        self._send = Sender(self._end, self._replenish)  # the outbound half
+        self._out = self._send.out  # control frames join the same write
         self._conn_unacked = 0
-        self._blocked: dict[int, None] = {}  # streams with pending DATA, in arrival order
         self._continuation: _HeaderBlock | None = None  # a block awaiting CONTINUATION
         self._resets = ResetBudget()
         self.going_away = False
@@ -259,7 +229,7 @@ class _Connection(asyncio.BufferedProtocol):
         """GOAWAY, end every stream now (sessions closed), then close the connection."""
         if self._server.on_connection_error is not None:
             self._server.on_connection_error(ERROR_NAMES.get(code, str(code)))
-        self._goaway(code, reason)
+        self._send.goaway(self._last_stream, code, reason)
         for stream in list(self._streams.values()):
             self._end(stream)
         self._close_when_flushed()
@@ -366,14 +336,14 @@ class _Connection(asyncio.BufferedProtocol):
         if flags & END_STREAM and stream.id in self._streams:
             self._remote_end(stream)
 
-    def _replenish(self, stream: _Stream) -> None:
+    def _replenish(self, stream: Stream) -> None:
         """Return half a window of received bytes to the client, unless the stream's replies
         are waiting for the client's window: then its input waits too (bounded memory)."""
         if stream.unacked >= RECEIVE_WINDOW // 2 and not stream.pending:
             self._out.append(frame(WINDOW_UPDATE, 0, stream.id, U32.pack(stream.unacked)))
             stream.unacked = 0
 
-    def _on_grpc_bytes(self, stream: _Stream, data: bytes) -> None:
+    def _on_grpc_bytes(self, stream: Stream, data: bytes) -> None:
         buffer = stream.buffer
         if buffer:
             # A message spread over DATA frames: copy once, when it is complete.
@@ -389,31 +359,33 @@ class _Connection(asyncio.BufferedProtocol):
         while end - pos >= 5:
             compressed, size = GRPC_PREFIX.unpack_from(data, pos)
             if size > self._max_message:
-                self._fail(stream, RESOURCE_EXHAUSTED, f"message of {size} bytes over the limit")
+                self._send.fail(
+                    stream, RESOURCE_EXHAUSTED, f"message of {size} bytes over the limit"
+                )
                 return
             if end - pos - 5 < size:
                 break
             if compressed:
-                self._fail(stream, INTERNAL, "compressed messages are not accepted")
+                self._send.fail(stream, INTERNAL, "compressed messages are not accepted")
                 return
             message = data[pos + 5 : pos + 5 + size]
             pos += 5 + size
             try:
                 replies = stream.session.on_message(message)
                 for reply in replies:
-                    self._send_message(stream, reply)
+                    self._send.message(stream, reply)
             except GrpcError as exc:
-                self._fail(stream, exc.status, exc.message)
+                self._send.fail(stream, exc.status, exc.message)
                 return
             except Exception as exc:  # a handler bug costs one call, never the connection
                 log.error("grpc_handler_failed", error=repr(exc), exc_info=True)
-                self._fail(stream, INTERNAL, "internal error")
+                self._send.fail(stream, INTERNAL, "internal error")
                 return
             if stream.id not in self._streams:
                 return
         if pos < end:
             if end - pos > self._max_message + 5:
-                self._fail(stream, RESOURCE_EXHAUSTED, "message over the limit")
+                self._send.fail(stream, RESOURCE_EXHAUSTED, "message over the limit")
                 return
             buffer += data[pos:]
 
@@ -472,13 +444,13 @@ class _Connection(asyncio.BufferedProtocol):
                 log.error("grpc_session_factory_failed", error=repr(exc), exc_info=True)
                 exc = GrpcError(INTERNAL, "internal error")
             if end_stream:
-                self._trailers_only(stream_id, exc.status, exc.message)
+                self._send.trailers_only(stream_id, exc.status, exc.message)
                 return
             # Answer when the client's first message (or end of stream) arrives: grpcio's
             # client reports "Internal error from Core" instead of our status when the call
             # ends before it has written its first message.
             session = _Refused(exc)
-        stream = _Stream(stream_id, session, self._peer_window)
+        stream = Stream(stream_id, session, self._send.stream_window)
         self._streams[stream_id] = stream
         self._server.open_streams += 1
         if end_stream:
@@ -488,14 +460,15 @@ class _Connection(asyncio.BufferedProtocol):
         if len(payload) != 4:
             raise _ConnectionError(FRAME_SIZE_ERROR, "WINDOW_UPDATE payload is not 4 bytes")
         increment = U32.unpack(payload)[0] & 0x7FFFFFFF
+        send = self._send
         if stream_id == 0:
-            self._conn_send_window += increment
+            send.window_update(None, increment)
         else:
             stream = self._streams.get(stream_id)
             if stream is None:
                 return
-            stream.send_window += increment
-        if self._blocked:
+            send.window_update(stream, increment)
+        if send.blocked:
             self._unblock()
 
     def _on_settings(self, stream_id: int, flags: int, payload: bytes) -> None:
@@ -510,123 +483,36 @@ class _Connection(asyncio.BufferedProtocol):
             if key == SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
                     raise _ConnectionError(FLOW_CONTROL_ERROR, "initial window too large")
-                delta = value - self._peer_window
-                self._peer_window = value
-                for stream in self._streams.values():
-                    stream.send_window += delta
+                self._send.initial_window(value, self._streams)
             elif key == SETTINGS_MAX_FRAME_SIZE:
                 if not DEFAULT_MAX_FRAME <= value <= 2**24 - 1:
                     raise _ConnectionError(PROTOCOL_ERROR, "bad SETTINGS_MAX_FRAME_SIZE")
-                self._peer_max_frame = value
+                self._send.max_frame = value
             # HEADER_TABLE_SIZE only bounds an encoder's dynamic table, and ours uses none.
         self._out.append(frame(SETTINGS, ACK, 0))
-        if self._blocked:
+        if self._send.blocked:
             self._unblock()
 
-    # -- outbound ---------------------------------------------------------------------------
-    def _send_message(self, stream: _Stream, payload: bytes) -> None:
-        if not stream.headers_sent:
-            stream.headers_sent = True
-            self._out.append(frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS))
-        size = len(payload)
-        prefix = GRPC_PREFIX.pack(0, size)
-        total = size + 5
-        if (
-            not stream.pending
-            and total <= self._peer_max_frame
-            and total <= stream.send_window
-            and total <= self._conn_send_window
-        ):
-            stream.send_window -= total
-            self._conn_send_window -= total
-            self._out.append(
-                FRAME_HEADER.pack(total >> 8, total & 0xFF, DATA, 0, stream.id) + prefix + payload
-            )
-            return
-        stream.pending.append(memoryview(prefix + payload))
-        self._drain(stream)
-
-    def _drain(self, stream: _Stream) -> None:
-        """Send as much of `stream.pending` as the windows allow; then its trailers."""
-        while stream.pending:
-            allowed = min(stream.send_window, self._conn_send_window, self._peer_max_frame)
-            if allowed <= 0:
-                self._blocked[stream.id] = None
-                return
-            chunk = stream.pending[0]
-            piece = chunk[:allowed]
-            if len(piece) == len(chunk):
-                stream.pending.popleft()
-                stream.partial = False
-            else:
-                stream.pending[0] = chunk[allowed:]
-                stream.partial = True  # a message is half sent: it must be finished
-            stream.send_window -= len(piece)
-            self._conn_send_window -= len(piece)
-            self._out.append(frame(DATA, 0, stream.id, bytes(piece)))
-        self._blocked.pop(stream.id, None)
-        if not stream.remote_closed:
-            self._replenish(stream)
-        if stream.trailers is not None:
-            self._out.append(frame(HEADERS, END_STREAM | END_HEADERS, stream.id, stream.trailers))
-            self._end(stream)
-
     def _unblock(self) -> None:
-        for stream_id in list(self._blocked):
-            stream = self._streams.get(stream_id)
-            if stream is None:
-                self._blocked.pop(stream_id, None)
-                continue
-            self._drain(stream)
-            if self._conn_send_window <= 0:
-                break
+        self._send.unblock(self._streams)
         if self.going_away and not self._streams:
             self._close_when_flushed()
 
-    def _finish(self, stream: _Stream, status: int, message: str = "") -> None:
-        """End the call with trailers (after any DATA still waiting for window)."""
-        if not stream.headers_sent:
-            stream.headers_sent = True
-            block = RESPONSE_HEADERS + status_block(status, message)
-            self._out.append(frame(HEADERS, END_STREAM | END_HEADERS, stream.id, block))
-            self._end(stream)
-            return
-        trailers = status_block(status, message)
-        if stream.pending:
-            stream.trailers = trailers
-            return
-        self._out.append(frame(HEADERS, END_STREAM | END_HEADERS, stream.id, trailers))
-        self._end(stream)
-
-    def _remote_end(self, stream: _Stream) -> None:
+    # -- call ends ---------------------------------------------------------------------------
+    def _remote_end(self, stream: Stream) -> None:
         stream.remote_closed = True
         if isinstance(stream.session, _Refused):
-            self._finish(stream, stream.session.error.status, stream.session.error.message)
+            self._send.finish(stream, stream.session.error.status, stream.session.error.message)
         elif stream.buffer:
-            self._fail(stream, INTERNAL, "the request stream ended inside a message")
+            self._send.fail(stream, INTERNAL, "the request stream ended inside a message")
         else:
-            self._finish(stream, OK)
+            self._send.finish(stream, OK)
 
-    def _fail(self, stream: _Stream, status: int, message: str) -> None:
-        # No RST_STREAM after the trailers: grpcio's client may then report INTERNAL instead
-        # of our status. Whatever the client still sends on the stream is dropped.
-        # Unsent replies are dropped, except the rest of a half-sent one: the body must stay
-        # well framed for the client to read our status.
-        head = stream.pending[0] if stream.partial else None
-        stream.pending.clear()
-        if head is not None:
-            stream.pending.append(head)
-        self._finish(stream, status, message)
-
-    def _trailers_only(self, stream_id: int, status: int, message: str) -> None:
-        block = RESPONSE_HEADERS + status_block(status, message)
-        self._out.append(frame(HEADERS, END_STREAM | END_HEADERS, stream_id, block))
-
-    def _end(self, stream: _Stream) -> None:
+    def _end(self, stream: Stream) -> None:
         """Forget the stream and tell its session, exactly once."""
         if self._streams.pop(stream.id, None) is None:
             return
-        self._blocked.pop(stream.id, None)
+        self._send.blocked.pop(stream.id, None)
         self._server.open_streams -= 1
         try:
             stream.session.on_close()
@@ -646,10 +532,6 @@ class _Connection(asyncio.BufferedProtocol):
         if self._close_after_flush:
             transport.close()  # asyncio writes what is buffered, then closes
 
-    def _goaway(self, code: int, reason: str = "") -> None:
-        payload = U32.pack(self._last_stream) + U32.pack(code) + reason.encode()[:256]
-        self._out.append(frame(GOAWAY, 0, 0, payload))
-
     def _close_when_flushed(self) -> None:
         self._close_after_flush = True
 
@@ -657,7 +539,7 @@ class _Connection(asyncio.BufferedProtocol):
     def start_going_away(self) -> None:
         """Graceful stop: no new streams; the open ones finish, then the connection closes."""
         self.going_away = True
-        self._goaway(NO_ERROR)
+        self._send.goaway(self._last_stream, NO_ERROR)
         if not self._streams:
             self._close_when_flushed()
         self._flush()
