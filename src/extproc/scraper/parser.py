@@ -6,7 +6,8 @@ only those sample lines are parsed. The page stays bytes (no decoding, no copy);
 sets of info series are decoded. The exposition format requires a family's lines to form one
 group, so the walk stops at the first line after the group that does not start with the name: a
 present family costs a scan up to its group, not of the whole page (a full scan only proves
-absence). Comments, ``_created`` series, other families and malformed lines are skipped without
+absence; a group of longer names that start with the name, like `name_by_reason`, is passed
+over). Comments, ``_created`` series, other families and malformed lines are skipped without
 raising; ``NaN`` and infinite samples are ignored.
 """
 
@@ -65,10 +66,15 @@ def _samples(page: bytes, name: str) -> list[Sample]:
                     out.append((rest, value))
         # The next line continues the group only if it starts with the name (the format keeps
         # a family's lines together; `name_created` lines belong to the same group).
-        if not page.startswith(encoded, end + 1):
-            break
-        start = end + 1
-    return out
+        if page.startswith(encoded, end + 1):
+            start = end + 1
+            continue
+        if out:
+            return out
+        # The group held only longer names (`name_by_reason`, ...): the family may come later.
+        start = page.find(needle, end) + 1
+        if start == 0:
+            return out
 
 
 @functools.lru_cache(maxsize=64)

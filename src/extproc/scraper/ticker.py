@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -69,11 +70,13 @@ class Ticker:
         return sum(len(entries) for entries in self._slots.values())
 
     def close(self) -> None:
+        """Drop everything pending; the ticker may be used again (on any loop)."""
         if self._handle is not None:
             self._handle.cancel()
-        self._handle = self._armed = None
+        self._handle = self._armed = self._loop = None
         self._slots.clear()
         self._order.clear()
+        self._ran = -1
 
     def _arm(self, slot: int) -> None:
         loop = self._loop
@@ -88,18 +91,22 @@ class Ticker:
         self._handle = None
         self._armed = -1  # callbacks' new entries wait for the re-arm below
         assert self._loop is not None
-        now = round(self._loop.time() / self._resolution)
+        # The slots that have begun: a late tick must not run the next slot early. (The loop
+        # may run a timer a clock-resolution early, hence the microsecond.)
+        now = math.floor((self._loop.time() + 1e-6) / self._resolution)
         order, slots = self._order, self._slots
-        while order and order[0] <= now:
-            slot = heapq.heappop(order)
-            self._ran = slot
-            for callback, args in slots.pop(slot):
-                try:
-                    callback(*args)
-                except Exception as exc:  # one failing job must not stop the others
-                    name = getattr(callback, "__qualname__", repr(callback))
-                    log.error("ticker_callback_failed", callback=name, error=repr(exc),
-                              exc_info=True)  # fmt: skip
-        self._armed = None
-        if order:
-            self._arm(order[0])
+        try:
+            while order and order[0] <= now:
+                slot = heapq.heappop(order)
+                self._ran = slot
+                for callback, args in slots.pop(slot):
+                    try:
+                        callback(*args)
+                    except Exception as exc:  # one failing job must not stop the others
+                        name = getattr(callback, "__qualname__", repr(callback))
+                        log.error("ticker_callback_failed", callback=name, error=repr(exc),
+                                  exc_info=True)  # fmt: skip
+        finally:  # even a BaseException from a callback must leave the ticker armed
+            self._armed = None
+            if order:
+                self._arm(order[0])

@@ -163,3 +163,13 @@ def test_bytes_and_text_pages_read_the_same_and_bad_utf8_stays_in_labels() -> No
         b'vllm:lora_requests_info{running_lora_adapters="a\xff",waiting_lora_adapters=""} 2\n'
     )
     assert parse_metrics(page, VLLM, 0.0).running_loras == frozenset({"a\ufffd"})
+
+
+def test_a_family_after_a_longer_name_that_starts_with_it_is_found() -> None:
+    page = (
+        b'vllm:num_requests_waiting_by_reason{reason="capacity"} 7\n'
+        b"vllm:num_requests_running 2\n"
+        b"vllm:num_requests_waiting 3\n"
+    )
+    snap = parse_metrics(page, VLLM, 0.0)
+    assert (snap.waiting, snap.running) == (3, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -99,3 +100,55 @@ async def test_close_drops_pending_callbacks() -> None:
 def test_resolution_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         Ticker(0)
+
+
+async def test_a_late_tick_does_not_run_the_next_slot_early() -> None:
+    resolution = 0.01
+    ticker = Ticker(resolution)
+    loop = asyncio.get_running_loop()
+    slot = round(loop.time() / resolution) + 5
+    ran: dict[str, float] = {}
+    ticker.call_at(slot * resolution, lambda: ran.setdefault("first", loop.time()))
+    asked = (slot + 1) * resolution + 0.004  # the next slot
+    ticker.call_at(asked, lambda: ran.setdefault("next", loop.time()))
+
+    def busy() -> None:  # the loop is held for 7 ms just before the first slot
+        until = time.monotonic() + 0.007
+        while time.monotonic() < until:
+            pass
+
+    loop.call_at(slot * resolution - 0.001, busy)
+    await asyncio.sleep(0.12)
+    assert ran["next"] >= asked - resolution / 2 - 0.0005
+    ticker.close()
+
+
+async def test_a_base_exception_in_a_callback_leaves_the_ticker_running() -> None:
+    ticker = Ticker(0.005)
+    done = asyncio.Event()
+
+    def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    ticker.call_later(0.01, cancelled)  # escapes the tick (asyncio logs it)
+    await asyncio.sleep(0.05)
+    ticker.call_later(0.01, done.set)
+    await asyncio.wait_for(done.wait(), 2)
+    ticker.close()
+
+
+async def test_a_closed_ticker_works_on_another_loop() -> None:
+    ticker = Ticker(0.005)
+    ticker.call_later(0.01, lambda: None)
+    ticker.close()
+
+    def on_new_loop() -> bool:
+        async def main() -> bool:
+            done = asyncio.Event()
+            ticker.call_later(0.01, done.set)
+            await asyncio.wait_for(done.wait(), 2)
+            return True
+
+        return asyncio.run(main())
+
+    assert await asyncio.to_thread(on_new_loop)
