@@ -54,24 +54,14 @@ class PrefillScorer(Scorer, PostPick):
         prefix: PrefixCacheScorer,
         step_tokens: int = 0,
         inflight: InFlight | None = None,
-        relative: bool = False,
     ) -> None:
         super().__init__(name)
         self.half_score = half_score
         self.prefix = prefix
         self.step_tokens = step_tokens
         self.inflight = inflight
-        self.relative = relative
 
     def score(self, ctx: SchedulingContext) -> Sequence[float]:
-        if not self.relative:
-            return self._score(ctx)
-        k = float(self.half_score)
-        work = [k / s - k for s in self._score(ctx)]
-        least = min(work, default=0.0)
-        return [k / (k + w - least) for w in work]
-
-    def _score(self, ctx: SchedulingContext) -> Sequence[float]:
         own = self.prefix.uncached_tokens(ctx.request, ctx.state, ctx.addresses)
         k = float(self.half_score)
         if self.step_tokens and self.inflight is not None:
@@ -112,5 +102,4 @@ def factory(name: str, params: Fields, handle: PluginHandle) -> PrefillScorer:
         prefix=prefix,
         step_tokens=params.integer("stepTokens", DEFAULT_STEP_TOKENS, lo=0),
         inflight=handle.inflight,
-        relative=params.boolean("relative", False),
     )
