@@ -24,8 +24,8 @@ What it implements (RFC 9113 and the gRPC HTTP/2 protocol, server side):
   `grpc-status`/`grpc-message`, trailers-only error responses;
 - graceful stop: GOAWAY, open streams finish until a deadline, then connections close.
 - abuse limits: 4,096 concurrent streams (more are refused), header blocks of at most 64 KiB
-  in 64 CONTINUATION frames, and a budget of client stream resets (`ResetBudget`: "rapid
-  reset" floods get GOAWAY ENHANCE_YOUR_CALM).
+  in 64 CONTINUATION frames, and a budget of client resets of streams that never got a
+  message (`ResetBudget`: "rapid reset" floods get GOAWAY ENHANCE_YOUR_CALM).
 
 Handlers are `SessionFactory` callables per method path; a `StreamSession` receives each
 request message as bytes and returns the serialised replies (`extproc.server.grpc_call`).
@@ -297,7 +297,10 @@ class _Connection(asyncio.BufferedProtocol):
                 stream = self._streams.get(stream_id)
                 if stream is not None:
                     self._end(stream)
-                    if not self._resets.spend(time.monotonic()):
+                    # Envoy resets streams whose calls are under way when their HTTP request
+                    # goes away (thousands a second under load): only a reset before any
+                    # message, the shape of a rapid-reset flood, spends the budget.
+                    if not stream.delivered and not self._resets.spend(time.monotonic()):
                         raise _ConnectionError(ENHANCE_YOUR_CALM, "too many stream resets")
             elif kind == GOAWAY:
                 self.going_away = True
@@ -370,6 +373,7 @@ class _Connection(asyncio.BufferedProtocol):
                 return
             message = data[pos + 5 : pos + 5 + size]
             pos += 5 + size
+            stream.delivered = True
             try:
                 replies = stream.session.on_message(message)
                 for reply in replies:

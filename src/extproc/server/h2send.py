@@ -35,6 +35,7 @@ class Stream:
 
     __slots__ = (
         "buffer",
+        "delivered",
         "headers_sent",
         "id",
         "partial",
@@ -50,6 +51,7 @@ class Stream:
         self.id = stream_id
         self.session = session
         self.buffer = bytearray()  # an incomplete gRPC message
+        self.delivered = False  # a request message reached the session
         self.send_window = send_window
         self.unacked = 0  # received DATA bytes not yet returned with WINDOW_UPDATE
         self.pending: deque[memoryview] = deque()  # DATA waiting for flow-control window

@@ -45,12 +45,12 @@ MAX_HEADER_BLOCK = 64 * 1024
 MAX_CONTINUATIONS = 64
 MAX_STATUS_MESSAGE = 1024  # characters of grpc-message: a header block must fit one frame
 MAX_CONCURRENT_STREAMS = 4096  # Envoy opens one stream per HTTP request in flight
-# Client resets of open streams: a burst, then a sustained rate per second. Envoy resets an
-# ext_proc stream when its downstream request goes away; opening and resetting streams in a
-# loop ("rapid reset", CVE-2023-44487) gets past the concurrent-stream cap and makes the
-# server start a call per stream. Past the budget the connection gets GOAWAY
-# ENHANCE_YOUR_CALM. nghttp2 allows 1,000 then 33/s; Envoy's cancellations under a client
-# timeout storm can be many more, hence the higher rate.
+# Client resets of streams that never delivered a message: a burst, then a sustained rate per
+# second. Opening and resetting streams in a loop ("rapid reset", CVE-2023-44487) gets past
+# the concurrent-stream cap and makes the server start a call per stream; past the budget the
+# connection gets GOAWAY ENHANCE_YOUR_CALM. Resets after a message are not counted: Envoy
+# resets an ext_proc stream whose HTTP request goes away, thousands a second under load, and
+# such a stream cost no more than the request it served. nghttp2 allows 1,000 then 33/s.
 RESET_BURST = 1000
 RESET_RATE = 1000.0
 

@@ -365,6 +365,31 @@ async def test_a_rapid_reset_flood_gets_goaway_enhance_your_calm(
     writer.close()
 
 
+async def test_resets_of_streams_under_way_do_not_spend_the_budget(
+    served: tuple[GrpcServer, Recorder, int],
+) -> None:
+    # What Envoy does when HTTP requests go away mid-call: 1,100 streams that each got a
+    # message, then RST_STREAM. The connection must stay up and serve the next call.
+    server, _, port = served
+    errors: list[str] = []
+    server.on_connection_error = errors.append
+    cancel = struct.pack(">I", 0x8)
+    streams = range(1, 2 * 1100, 2)
+    flood = b"".join(
+        headers_frame(sid) + raw(0x0, 0, sid, grpc_frame(b"hi")) + raw(0x3, 0, sid, cancel)
+        for sid in streams
+    )
+    last = 2 * 1100 + 1
+    reader, writer = await raw_connection(
+        port, flood, headers_frame(last), raw(0x0, 0x1, last, grpc_frame(b"ok"))
+    )
+    frames = await read_frames(reader, ends_stream(last))
+    assert trailers_of(frames, last)["grpc-status"] == "0"
+    assert not any(kind == 0x7 for kind, _, _, _ in frames)  # no GOAWAY
+    assert errors == []
+    writer.close()
+
+
 def test_the_reset_budget_refills_at_its_rate() -> None:
     budget = ResetBudget(burst=2, rate=10.0)
     assert budget.spend(0.0) and budget.spend(0.0)
