@@ -130,6 +130,11 @@ class PickerMetrics:
         time as `extproc_endpoint_step_duration_seconds{endpoint}`."""
         self.registry.register(_StepDurations(source))
 
+    def watch_grpc_resets(self, source: Callable[[], Mapping[str, int]]) -> None:
+        """Export `source()` (stage → streams the client reset while open) at scrape time as
+        `extproc_grpc_stream_resets_total{stage}`."""
+        self.registry.register(_GrpcResets(source))
+
     def watch_scrapes(self, source: Callable[[], Iterable[ScrapeHealth]]) -> None:
         """Export the scrape loops' state at scrape time: `extproc_scrape_failures_total`,
         `extproc_endpoint_metrics_age_seconds` and `extproc_endpoint_metrics_fresh`, each
@@ -212,3 +217,26 @@ class _Scrapes(Collector):
         yield failures
         yield age
         yield fresh
+
+
+class _GrpcResets(Collector):
+    """Read at scrape time from the built-in server's counters."""
+
+    NAME = "extproc_grpc_stream_resets"
+    HELP = (
+        "ext_proc streams the client reset while open: under_way (after a request message: "
+        "Envoy cancelling a call whose HTTP request went away) or before_message (what the "
+        "rapid-reset budget counts)."
+    )
+
+    def __init__(self, source: Callable[[], Mapping[str, int]]) -> None:
+        self._source = source
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.NAME, self.HELP, labels=("stage",))
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.NAME, self.HELP, labels=("stage",))
+        for stage, count in sorted(self._source().items()):
+            family.add_metric((stage,), count)
+        yield family

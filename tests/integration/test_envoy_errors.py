@@ -90,6 +90,18 @@ def test_client_closing_mid_body_leaks_nothing(stack: LocalStack) -> None:
     assert _running_requests(stack) == 0
 
 
+def test_envoy_resets_of_finished_calls_do_not_spend_the_reset_budget(stack: LocalStack) -> None:
+    # Envoy ends each ext_proc stream with RST_STREAM once its HTTP request is done, while the
+    # call is still open on our side: thousands a second under load. They count as calls
+    # under way, never against the rapid-reset budget (resets before any message).
+    under_way = 'extproc_grpc_stream_resets_total{stage="under_way"}'
+    before = _picker_metric(stack, under_way)
+    for _ in range(3):
+        assert request(stack.url, body=chat()).status == 200
+    _wait_until(lambda: _picker_metric(stack, under_way) >= before + 3)
+    assert _picker_metric(stack, 'extproc_grpc_stream_resets_total{stage="before_message"}') == 0
+
+
 def test_sheddable_request_is_shed_when_saturated_and_critical_is_not(stack: LocalStack) -> None:
     pod_url = f"http://{stack.endpoints[0].address}"
     # Fill the pod's waiting queue directly (not through Envoy): one runs, eight wait, for

@@ -294,14 +294,7 @@ class _Connection(asyncio.BufferedProtocol):
                 if not flags & ACK:
                     self._out.append(frame(PING, ACK, 0, payload))
             elif kind == RST_STREAM:
-                stream = self._streams.get(stream_id)
-                if stream is not None:
-                    self._end(stream)
-                    # Envoy resets streams whose calls are under way when their HTTP request
-                    # goes away (thousands a second under load): only a reset before any
-                    # message, the shape of a rapid-reset flood, spends the budget.
-                    if not stream.delivered and not self._resets.spend(time.monotonic()):
-                        raise _ConnectionError(ENHANCE_YOUR_CALM, "too many stream resets")
+                self._on_rst_stream(stream_id)
             elif kind == GOAWAY:
                 self.going_away = True
             elif kind == PUSH_PROMISE:
@@ -460,6 +453,21 @@ class _Connection(asyncio.BufferedProtocol):
         if end_stream:
             self._remote_end(stream)
 
+    def _on_rst_stream(self, stream_id: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return  # a stream we already ended
+        self._end(stream)
+        # Envoy ends every ext_proc stream with RST_STREAM once its HTTP request is done,
+        # while the call is still open here (thousands a second under load): only a reset
+        # before any message, the shape of a rapid-reset flood, spends the budget.
+        if stream.delivered:
+            self._server.resets_under_way += 1
+            return
+        self._server.resets_before_message += 1
+        if not self._resets.spend(time.monotonic()):
+            raise _ConnectionError(ENHANCE_YOUR_CALM, "too many stream resets")
+
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
             raise _ConnectionError(FRAME_SIZE_ERROR, "WINDOW_UPDATE payload is not 4 bytes")
@@ -577,6 +585,10 @@ class GrpcServer:
         self._ssl = ssl_context
         self.connections: set[_Connection] = set()
         self.open_streams = 0
+        # Streams the client reset while open: after a request message (a call under way)
+        # and before any (what the reset budget counts).
+        self.resets_under_way = 0
+        self.resets_before_message = 0
         self.read_buffer = memoryview(bytearray(READ_BUFFER))  # see _Connection
         self.stopping = False
         self._server: asyncio.Server | None = None

@@ -49,8 +49,9 @@ MAX_CONCURRENT_STREAMS = 4096  # Envoy opens one stream per HTTP request in flig
 # second. Opening and resetting streams in a loop ("rapid reset", CVE-2023-44487) gets past
 # the concurrent-stream cap and makes the server start a call per stream; past the budget the
 # connection gets GOAWAY ENHANCE_YOUR_CALM. Resets after a message are not counted: Envoy
-# resets an ext_proc stream whose HTTP request goes away, thousands a second under load, and
-# such a stream cost no more than the request it served. nghttp2 allows 1,000 then 33/s.
+# ends every ext_proc stream with a reset once its HTTP request is done, thousands a second
+# under load, and such a stream cost no more than the request it served. nghttp2 allows
+# 1,000 then 33/s.
 RESET_BURST = 1000
 RESET_RATE = 1000.0
 

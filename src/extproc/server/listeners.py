@@ -70,6 +70,12 @@ class BuiltinListener:
         if metrics is not None:
             metrics.grpc_connections.set_function(lambda: len(server.connections))
             metrics.grpc_open_streams.set_function(lambda: server.open_streams)
+            metrics.watch_grpc_resets(
+                lambda: {
+                    "under_way": server.resets_under_way,
+                    "before_message": server.resets_before_message,
+                }
+            )
         self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
