@@ -362,7 +362,7 @@ async def test_a_rapid_reset_flood_gets_goaway_enhance_your_calm(
     frames = await read_frames(reader, lambda kind, _, __: kind == 0x7)  # GOAWAY
     assert struct.unpack(">I", frames[-1][3][4:8])[0] == 0xB  # ENHANCE_YOUR_CALM
     assert errors == ["ENHANCE_YOUR_CALM"]
-    assert server.resets_before_message == 1001 and server.resets_under_way == 0
+    assert server.resets_before_message > 1000 and server.resets_under_way == 0
     writer.close()
 
 
