@@ -219,7 +219,7 @@ async def _scrape(ports: list[int], seconds: float) -> ScrapeResult:
             return None
 
     store = _CountingStore()
-    manager = ScrapeManager(Source(eps), store, config=ScrapeConfig(interval=0.05))  # type: ignore[arg-type]
+    manager = ScrapeManager(Source(eps), store, config=ScrapeConfig(interval=0.05))
     await manager.start()
     await asyncio.sleep(2.0)  # warm-up: connections opened
     puts, cpu, wall = store.puts, time.process_time(), time.perf_counter()
