@@ -52,3 +52,18 @@ def decode(message_type: type[_M], data: bytes) -> _M:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerLimits:
     max_message_bytes: int = 64 * 1024 * 1024
+
+
+class RefusedSession:
+    """The session of a call refused at its headers; the refusal is sent on its first data."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: GrpcError) -> None:
+        self.error = error
+
+    def on_message(self, data: bytes) -> Iterable[bytes]:
+        raise self.error
+
+    def on_close(self) -> None:
+        pass

@@ -1,12 +1,15 @@
 """HTTP/2 (RFC 9113) and HPACK (RFC 7541) wire details for the built-in gRPC server (`h2.py`):
 frame and setting codes, frame encoding, the constant header blocks we send (literals without
 indexing: no encoder state), the check that a client's header block leaves the HPACK
-dynamic table unchanged, and `PathReader`, which decodes a block's `:path` only when needed."""
+dynamic table unchanged, `PathReader`, which decodes a block's `:path` only when needed, and the
+TCP keepalive of accepted connections."""
 
 from __future__ import annotations
 
+import socket
 import struct
 import urllib.parse
+from dataclasses import dataclass
 
 import hpack
 
@@ -193,3 +196,34 @@ class ResetBudget:
         self._at = now
         self._tokens -= 1.0
         return self._tokens >= 0.0
+
+
+@dataclass(slots=True)
+class HeaderBlock:
+    """A header block whose HEADERS frame lacked END_HEADERS."""
+
+    stream_id: int
+    end_stream: bool
+    fragments: list[bytes]
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        self.size = sum(map(len, self.fragments))
+
+
+# TCP keepalive on accepted connections: a client that vanished without closing (a node lost,
+# a partition) is detected after ~90 s and its streams end, instead of holding them until the
+# kernel's two-hour default.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 60, 10, 3
+
+
+def enable_keepalive(sock: socket.socket) -> None:
+    """TCP keepalive probes after KEEPALIVE_IDLE_S of silence (Linux timings where offered)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+    ):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)

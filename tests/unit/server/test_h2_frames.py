@@ -19,8 +19,8 @@ import hpack
 import pytest
 
 from extproc.server.grpc_call import INTERNAL, UNAVAILABLE, GrpcError
-from extproc.server.h2 import KEEPALIVE_IDLE_S, GrpcServer
-from extproc.server.h2wire import ResetBudget, leaves_table_unchanged
+from extproc.server.h2 import GrpcServer
+from extproc.server.h2wire import KEEPALIVE_IDLE_S, ResetBudget, leaves_table_unchanged
 from tests.unit.server.h2_helpers import ECHO, EchoSession, Recorder, chat
 
 pytestmark = pytest.mark.timeout(30)
