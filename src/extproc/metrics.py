@@ -128,12 +128,31 @@ class PickerMetrics:
     def watch_step_durations(self, source: Callable[[], Mapping[str, float]]) -> None:
         """Export `source()` (endpoint address → estimated engine step, seconds) at scrape
         time as `extproc_endpoint_step_duration_seconds{endpoint}`."""
-        self.registry.register(_StepDurations(source))
+        self.registry.register(
+            _ByLabel(
+                GaugeMetricFamily,
+                "extproc_endpoint_step_duration_seconds",
+                "Engine step duration per endpoint, estimated from the response chunks the "
+                "picker relays (endpoints with streamed requests in flight).",
+                "endpoint",
+                source,
+            )
+        )
 
     def watch_grpc_resets(self, source: Callable[[], Mapping[str, int]]) -> None:
         """Export `source()` (stage → streams the client reset while open) at scrape time as
         `extproc_grpc_stream_resets_total{stage}`."""
-        self.registry.register(_GrpcResets(source))
+        self.registry.register(
+            _ByLabel(
+                CounterMetricFamily,
+                "extproc_grpc_stream_resets",
+                "ext_proc streams the client reset while open: under_way (after a request "
+                "message; Envoy ends every call this way) or before_message (what the "
+                "rapid-reset budget counts).",
+                "stage",
+                source,
+            )
+        )
 
     def watch_scrapes(self, source: Callable[[], Iterable[ScrapeHealth]]) -> None:
         """Export the scrape loops' state at scrape time: `extproc_scrape_failures_total`,
@@ -156,28 +175,6 @@ class PickerMetrics:
                 running=self.running_requests.labels(model_name),
             )
         return series
-
-
-class _StepDurations(Collector):
-    """Read at scrape time: no hot-path cost, no series left behind by departed endpoints."""
-
-    NAME = "extproc_endpoint_step_duration_seconds"
-    HELP = (
-        "Engine step duration per endpoint, estimated from the response chunks the picker "
-        "relays (endpoints with streamed requests in flight)."
-    )
-
-    def __init__(self, source: Callable[[], Mapping[str, float]]) -> None:
-        self._source = source
-
-    def describe(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily(self.NAME, self.HELP, labels=("endpoint",))
-
-    def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(self.NAME, self.HELP, labels=("endpoint",))
-        for address, seconds in sorted(self._source().items()):
-            family.add_metric((address,), seconds)
-        yield family
 
 
 class _Scrapes(Collector):
@@ -219,24 +216,32 @@ class _Scrapes(Collector):
         yield fresh
 
 
-class _GrpcResets(Collector):
-    """Read at scrape time from the built-in server's counters."""
+class _ByLabel(Collector):
+    """One family read at scrape time from `source()` (label value → value): no hot-path
+    cost, and no series left behind by label values that went away (departed endpoints)."""
 
-    NAME = "extproc_grpc_stream_resets"
-    HELP = (
-        "ext_proc streams the client reset while open: under_way (after a request message: "
-        "Envoy cancelling a call whose HTTP request went away) or before_message (what the "
-        "rapid-reset budget counts)."
-    )
-
-    def __init__(self, source: Callable[[], Mapping[str, int]]) -> None:
+    def __init__(
+        self,
+        family: type[GaugeMetricFamily | CounterMetricFamily],
+        name: str,
+        documentation: str,
+        label: str,
+        source: Callable[[], Mapping[str, float]],
+    ) -> None:
+        self._family = family
+        self._name = name
+        self._documentation = documentation
+        self._label = label
         self._source = source
 
+    def _new(self) -> GaugeMetricFamily | CounterMetricFamily:
+        return self._family(self._name, self._documentation, labels=(self._label,))
+
     def describe(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(self.NAME, self.HELP, labels=("stage",))
+        yield self._new()
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self.NAME, self.HELP, labels=("stage",))
-        for stage, count in sorted(self._source().items()):
-            family.add_metric((stage,), count)
+        family = self._new()
+        for key, value in sorted(self._source().items()):
+            family.add_metric((key,), value)
         yield family
