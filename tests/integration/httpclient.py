@@ -5,8 +5,11 @@ from __future__ import annotations
 import http.client
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from extproc.stack.stack import LocalStack
 
 
 @dataclass
@@ -49,3 +52,17 @@ def chat(model: str = "/model/llama2", max_tokens: int = 4, **extra: Any) -> dic
         "messages": [{"role": "user", "content": "introduce yourself"}],
         **extra,
     }
+
+
+def picker_metrics(stack: LocalStack) -> str:
+    """The picker's Prometheus exposition."""
+    return request(stack.metrics_url, "/metrics", method="GET").body.decode()
+
+
+def metric_sum(stack: LocalStack, prefix: str) -> float:
+    """The sum of every sample of the picker's exposition whose line starts with `prefix`."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in picker_metrics(stack).splitlines()
+        if line.startswith(prefix)
+    )

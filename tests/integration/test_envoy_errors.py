@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from extproc.envoyconf.bootstrap import CircuitBreaker
 from extproc.stack.stack import LocalStack, StackConfig, scenario_documents
-from tests.integration.httpclient import chat, request
+from tests.integration.httpclient import chat, metric_sum, request
+from tests.integration.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -95,11 +95,11 @@ def test_envoy_resets_of_finished_calls_do_not_spend_the_reset_budget(stack: Loc
     # call is still open on our side: thousands a second under load. They count as calls
     # under way, never against the rapid-reset budget (resets before any message).
     under_way = 'extproc_grpc_stream_resets_total{stage="under_way"}'
-    before = _picker_metric(stack, under_way)
+    before = metric_sum(stack, under_way)
     for _ in range(3):
         assert request(stack.url, body=chat()).status == 200
-    _wait_until(lambda: _picker_metric(stack, under_way) >= before + 3)
-    assert _picker_metric(stack, 'extproc_grpc_stream_resets_total{stage="before_message"}') == 0
+    wait_until(lambda: metric_sum(stack, under_way) >= before + 3, 20, "the resets counted")
+    assert metric_sum(stack, 'extproc_grpc_stream_resets_total{stage="before_message"}') == 0
 
 
 def test_sheddable_request_is_shed_when_saturated_and_critical_is_not(stack: LocalStack) -> None:
@@ -113,10 +113,14 @@ def test_sheddable_request_is_shed_when_saturated_and_critical_is_not(stack: Loc
     for t in fillers:
         t.start()
     try:
-        _wait_until(lambda: _pod_waiting(pod_url) >= 8)
+        wait_until(lambda: _pod_waiting(pod_url) >= 8, 20, "the pod's queue to fill")
         # The pool gauge is computed from the scraped snapshots: once it shows the queue, the
         # scheduler sees it too (however slow this machine is today).
-        _wait_until(lambda: _picker_metric(stack, "inference_pool_average_queue_size{") > 5)
+        wait_until(
+            lambda: metric_sum(stack, "inference_pool_average_queue_size{") > 5,
+            20,
+            "the pool gauge to show the queue",
+        )
         shed = request(stack.url, body=chat("batch"), timeout=5)
         assert shed.status == 429, shed
         assert _error(shed)["type"] == "InferencePoolResourceExhausted"
@@ -127,7 +131,11 @@ def test_sheddable_request_is_shed_when_saturated_and_critical_is_not(stack: Loc
         for t in fillers:
             t.join(120)
     # Once the queue drains, sheddable traffic is routed again.
-    _wait_until(lambda: request(stack.url, body=chat("batch", max_tokens=1)).status == 200)
+    wait_until(
+        lambda: request(stack.url, body=chat("batch", max_tokens=1)).status == 200,
+        20,
+        "the pool to admit sheddable requests again",
+    )
 
 
 def _pod_waiting(pod_url: str) -> float:
@@ -139,24 +147,8 @@ def _pod_waiting(pod_url: str) -> float:
     )
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
-def _picker_metric(stack: LocalStack, prefix: str) -> float:
-    text = request(stack.metrics_url.rsplit("/metrics", 1)[0], "/metrics", method="GET").body
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.decode().splitlines()
-        if line.startswith(prefix)
-    )
-
-
 def _running_requests(stack: LocalStack) -> float:
-    return _picker_metric(stack, "inference_model_running_requests{")
+    return metric_sum(stack, "inference_model_running_requests{")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from extproc.stack.stack import LocalStack, StackConfig, scenario_documents
-from tests.integration.httpclient import chat, request
+from tests.integration.httpclient import chat, metric_sum, request
 from tests.integration.upstream import RecordingUpstream, recording_upstream
 
 pytestmark = pytest.mark.integration
@@ -134,19 +134,9 @@ def test_transport_gauges_show_envoys_connections(
     stack: LocalStack, upstream: RecordingUpstream
 ) -> None:
     assert request(stack.url, body=chat()).status == 200
-    assert _metric(stack, "extproc_grpc_connections") >= 1  # Envoy's worker connection(s)
-    assert _metric(stack, "extproc_grpc_open_streams") == 0  # the exchange has ended
-
-
-def _metric(stack: LocalStack, prefix: str) -> float:
-    """The sum of every sample whose line starts with `prefix`."""
-    text = request(stack.metrics_url.rsplit("/metrics", 1)[0], "/metrics", method="GET").body
-    total = 0.0
-    for line in text.decode().splitlines():
-        if line.startswith(prefix):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    assert metric_sum(stack, "extproc_grpc_connections") >= 1  # Envoy's worker connection(s)
+    assert metric_sum(stack, "extproc_grpc_open_streams") == 0  # the exchange has ended
 
 
 def _output_tokens(stack: LocalStack) -> float:
-    return _metric(stack, "inference_model_output_tokens_sum")
+    return metric_sum(stack, "inference_model_output_tokens_sum")

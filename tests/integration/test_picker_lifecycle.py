@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.envoyconf.bootstrap import CircuitBreaker
 from extproc.stack.stack import LocalStack, StackConfig
-from tests.integration.httpclient import Response, chat, request
+from tests.integration.httpclient import Response, chat, picker_metrics, request
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +57,7 @@ def test_health_and_reference_metrics(stack: LocalStack) -> None:
     assert request(stack.url, body=chat()).status == 200
     assert request(stack.url, body=chat("unknown")).status == 404
     time.sleep(1.2)  # pool gauges are refreshed every second
-    text = request(
-        stack.metrics_url.rsplit("/metrics", 1)[0], "/metrics", method="GET"
-    ).body.decode()
+    text = picker_metrics(stack)
     for name in REFERENCE_METRICS:
         assert f"\n{name}" in text or text.startswith(name), name
     assert 'inference_pool_ready_pods{name="vllm-llama2-7b-pool"} 2.0' in text

@@ -11,7 +11,7 @@ import pytest
 
 from extproc.envoyconf.bootstrap import CircuitBreaker
 from extproc.stack.stack import LocalStack, StackConfig
-from tests.integration.httpclient import Response, chat, request
+from tests.integration.httpclient import Response, chat, picker_metrics, request
 
 pytestmark = pytest.mark.integration
 
@@ -26,8 +26,7 @@ def stack() -> Iterator[LocalStack]:
 
 
 def _step_gauges(stack: LocalStack) -> dict[str, float]:
-    text = request(stack.metrics_url.rsplit("/metrics", 1)[0], "/metrics", method="GET").body
-    return {address: float(value) for address, value in GAUGE.findall(text.decode())}
+    return {address: float(value) for address, value in GAUGE.findall(picker_metrics(stack))}
 
 
 def test_streamed_tokens_show_the_pods_step_duration(stack: LocalStack) -> None:

@@ -15,7 +15,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from extproc.envoyconf.bootstrap import BootstrapParams
 from extproc.stack.process import ManagedProcess, free_port
 from extproc.stack.stack import SCENARIO_MODEL, envoy_binary, scenario_documents
 from tests.integration.httpclient import Response, chat, request
+from tests.integration.polling import wait_until
 
 STARTUP = 30.0
 OVERFLOW_BODY = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
@@ -223,16 +223,6 @@ class Envoy:
         """Dynamic cluster name → the version_info it was last updated with."""
         dump = json.loads(self.admin("/config_dump?resource=dynamic_active_clusters"))
         return {c["cluster"]["name"]: c["version_info"] for c in dump.get("configs", [])}
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.01) -> float:
-    """Poll `check` until true; return the seconds it took; fail after `timeout`."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
-    return time.monotonic() - start
 
 
 class Background:
