@@ -1,16 +1,18 @@
-"""An Envoy bootstrap whose pool clusters come from our ADS server (`extproc xds`).
+"""An Envoy bootstrap whose pool clusters and route come from our ADS server (`extproc xds`).
 
 The listener, the ext_proc filter and the picker's cluster stay static (they are the same as in
 the static bootstrap); `dynamic_resources` takes every other cluster over ADS from a static
-`xds` cluster (HTTP/2) that points at the xDS server. Per cluster mode:
+`xds` cluster (HTTP/2) that points at the xDS server, and the listener's route over RDS from the
+same stream. The route carries the ext_proc `failure_mode_allow` override that follows the
+InferencePool's ``failureMode`` (`extproc.xds.resources.route_configuration`); until it arrives
+the listener does not serve. Per cluster mode:
 
 - ``pool``: the route targets the ORIGINAL_DST cluster ``inference-pool`` served by CDS;
 - ``per-endpoint``: the route takes the cluster named by ``x-gateway-destination-endpoint``
   (one cluster per ``ip:port``), and the ext_proc filter clears the route cache after the
   picker's header mutation so that the route is chosen again with the new header;
 - ``fail-open``: the route targets the EDS cluster ``inference-pool`` (override_host policy);
-  `failure_mode_allow` (from the InferencePool's ``failureMode``) decides whether requests go
-  on without the picker.
+  with ``failureMode: FailOpen`` requests go on without the picker when it is unavailable.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any, Literal
 import yaml
 
 from extproc.envoyconf.bootstrap import (
-    DESTINATION_HEADER,
     POOL_CLUSTER,
+    ROUTE_NAME,
     BootstrapParams,
     build_bootstrap,
 )
@@ -38,12 +40,11 @@ NODE_CLUSTER = "inference-gateway"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdsBootstrapParams:
+    # Its route settings do not apply: the route comes from the xDS server.
     base: BootstrapParams = field(default_factory=BootstrapParams)
     cluster_mode: ClusterMode = "pool"
     xds_host: str = "127.0.0.1"
     xds_port: int = DEFAULT_XDS_PORT
-    # True for an InferencePool with `extensionRef.failureMode: FailOpen` (fail-open mode).
-    failure_mode_allow: bool = False
 
 
 def build_ads_bootstrap(p: AdsBootstrapParams) -> dict[str, Any]:
@@ -54,18 +55,11 @@ def build_ads_bootstrap(p: AdsBootstrapParams) -> dict[str, Any]:
     static["clusters"].append(_xds_cluster(p))
     hcm = static["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     (ext_proc,) = (f["typed_config"] for f in hcm["http_filters"] if f["name"] == EXT_PROC_FILTER)
-    ext_proc["failure_mode_allow"] = p.failure_mode_allow
-    # The route names clusters that arrive later over CDS.
-    hcm["route_config"]["validate_clusters"] = False
     if p.cluster_mode == "per-endpoint":
         # The route is chosen before the picker answers; choose it again afterwards.
         ext_proc["route_cache_action"] = "CLEAR"
-        for vhost in hcm["route_config"]["virtual_hosts"]:
-            for route in vhost["routes"]:
-                action = route["route"]
-                if action.pop("cluster", None) == POOL_CLUSTER or "cluster_header" in action:
-                    action["cluster_header"] = DESTINATION_HEADER
-    ads_source = {"ads": {}, "resource_api_version": "V3"}
+    del hcm["route_config"]
+    hcm["rds"] = {"config_source": _ads_source(), "route_config_name": ROUTE_NAME}
     return {
         "node": {"id": NODE_ID, "cluster": NODE_CLUSTER},
         **config,
@@ -76,13 +70,17 @@ def build_ads_bootstrap(p: AdsBootstrapParams) -> dict[str, Any]:
                 "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
                 "set_node_on_first_message_only": True,
             },
-            "cds_config": ads_source,
+            "cds_config": _ads_source(),
         },
     }
 
 
 def render_ads_bootstrap(p: AdsBootstrapParams, header: str = "") -> str:
     return header + yaml.safe_dump(build_ads_bootstrap(p), sort_keys=False, width=100)
+
+
+def _ads_source() -> dict[str, Any]:
+    return {"ads": {}, "resource_api_version": "V3"}
 
 
 def _xds_cluster(p: AdsBootstrapParams) -> dict[str, Any]:

@@ -17,6 +17,9 @@ BodyMode = Literal["BUFFERED", "FULL_DUPLEX_STREAMED"]
 POOL_CLUSTER = "inference-pool"
 EXTPROC_CLUSTER = "extproc"
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
+# The route configuration (and its virtual host); served over RDS by `extproc xds`.
+ROUTE_NAME = "inference"
+ROUTE_TIMEOUT_S = 600
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,7 +52,7 @@ class BootstrapParams:
     # Per ext_proc message; exceeding it answers 504.
     message_timeout_ms: int = 5000
     # Upstream request timeout; completions can be long.
-    route_timeout_s: int = 600
+    route_timeout_s: int = ROUTE_TIMEOUT_S
     # Without the ext_proc filter: plain round-robin over `direct_endpoints` (benchmarks).
     direct_endpoints: tuple[tuple[str, int], ...] = ()
 
@@ -70,10 +73,10 @@ def build_bootstrap(p: BootstrapParams) -> dict[str, Any]:
         "http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "inference",
         "route_config": {
-            "name": "inference",
+            "name": ROUTE_NAME,
             "virtual_hosts": [
                 {
-                    "name": "inference",
+                    "name": ROUTE_NAME,
                     "domains": ["*"],
                     "routes": _routes(p),
                 }

@@ -32,7 +32,8 @@ FILES: dict[str, tuple[str, BootstrapParams]] = {
     ),
 }
 
-# Clusters from `extproc xds` at 127.0.0.1:18000 (ADS); listener and ext_proc filter static.
+# Clusters and the route from `extproc xds` at 127.0.0.1:18000 (ADS); listener and ext_proc
+# filter static.
 ADS_FILES: dict[str, tuple[str, AdsBootstrapParams]] = {
     "envoy-ads.yaml": (
         "Listener :8081 -> ext_proc (picker at 127.0.0.1:9002) -> the ORIGINAL_DST pool cluster\n"
@@ -47,10 +48,10 @@ ADS_FILES: dict[str, tuple[str, AdsBootstrapParams]] = {
         AdsBootstrapParams(cluster_mode="per-endpoint"),
     ),
     "envoy-ads-fail-open.yaml": (
-        "As envoy-ads.yaml for `--cluster-mode fail-open` with `failureMode: FailOpen`: an EDS\n"
-        "# cluster with the override_host policy; ext_proc failure_mode_allow: true, so requests\n"
-        "# are round-robined over the pool while the picker is unavailable.",
-        AdsBootstrapParams(cluster_mode="fail-open", failure_mode_allow=True),
+        "As envoy-ads.yaml for `--cluster-mode fail-open`: an EDS cluster with the override_host\n"
+        "# policy; with the pool's `failureMode: FailOpen` (the route's ext_proc override, over\n"
+        "# RDS) requests are round-robined over the pool while the picker is unavailable.",
+        AdsBootstrapParams(cluster_mode="fail-open"),
     ),
 }
 

@@ -27,7 +27,7 @@ from extproc.k8s.settings import WatchSettings
 from extproc.k8s.source import KubernetesSource
 from extproc.logs import get_logger
 from extproc.xds.cache import ResourceCache
-from extproc.xds.resources import breaker_spec, resources_for
+from extproc.xds.resources import breaker_spec, failure_mode, resources_for
 
 log = get_logger(__name__)
 
@@ -85,13 +85,15 @@ class KubernetesWatcher:
         policies = self.policies.policies()
         policy = policy_for_pool(policies, self.pool_name, self.route_name)
         endpoints = self.datastore.endpoints()
-        changed = self.cache.update(resources_for(breaker_spec(policy), endpoints, self.mode))
+        failure = failure_mode(self.datastore.pool())
+        resources = resources_for(breaker_spec(policy), endpoints, self.mode, failure)
+        changed = self.cache.update(resources)
         if changed or not self.synced.is_set():
             log.info(
                 "kubernetes_state_published", pool=self.pool_name,
                 pool_present=self.datastore.pool() is not None, endpoints=len(endpoints),
                 policy=f"{policy.namespace}/{policy.name}" if policy else None,
-                policies=len(policies), mode=self.mode,
+                policies=len(policies), mode=self.mode, failure_mode=failure,
                 changed=",".join(t.rsplit(".", 1)[-1] for t in changed),
                 versions=",".join(
                     f"{t.rsplit('.', 1)[-1]}={v}" for t, v in self.cache.versions().items()

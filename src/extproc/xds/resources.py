@@ -16,6 +16,11 @@ Cluster modes (`extproc.envoyconf.ads.ClusterMode`):
   (so ``maxParallelRequests: 1`` means one request in flight per pod).
 - ``fail-open``: one EDS cluster ``inference-pool`` balanced by the ``override_host`` policy (the
   picker's header or ``envoy.lb`` metadata, else round robin), plus its ClusterLoadAssignment.
+
+Every mode also serves the listener's route over RDS: the route to the mode's cluster(s), with
+the ext_proc filter's ``failure_mode_allow`` overridden from the InferencePool's
+``extensionRef.failureMode``, so that a pool edit changes what Envoy does with the picker down
+without a new bootstrap.
 """
 
 from __future__ import annotations
@@ -55,6 +60,17 @@ from envoy_data_plane.envoy.config.endpoint.v3 import (
 from envoy_data_plane.envoy.config.endpoint.v3 import (
     Endpoint as EnvoyEndpoint,
 )
+from envoy_data_plane.envoy.config.route.v3 import (
+    Route,
+    RouteAction,
+    RouteConfiguration,
+    RouteMatch,
+    VirtualHost,
+)
+from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
+    ExtProcOverrides,
+    ExtProcPerRoute,
+)
 from envoy_data_plane.envoy.extensions.load_balancing_policies.override_host.v3 import (
     OverrideHost,
     OverrideHostOverrideHostSource,
@@ -67,16 +83,26 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
 from envoy_data_plane.envoy.type.metadata.v3 import MetadataKey, MetadataKeyPathSegment
 from envoy_data_plane.google.protobuf import Any
 
+from extproc.api.v1alpha2 import FailureMode, InferencePool
 from extproc.config.static import StaticConfig
 from extproc.endpoints import Endpoint
-from extproc.envoyconf.ads import ClusterMode
-from extproc.envoyconf.bootstrap import DESTINATION_HEADER, POOL_CLUSTER, CircuitBreaker
+from extproc.envoyconf.ads import EXT_PROC_FILTER, ClusterMode
+from extproc.envoyconf.bootstrap import (
+    DESTINATION_HEADER,
+    POOL_CLUSTER,
+    ROUTE_NAME,
+    ROUTE_TIMEOUT_S,
+    CircuitBreaker,
+)
 from extproc.envoyconf.policy import BackendTrafficPolicy, CircuitBreakerSpec, policy_for_pool
+from extproc.logs import get_logger
 
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-# Send order: clusters before their endpoints (ADS ordering, make-before-break).
-TYPE_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE)
+ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+# Send order: clusters before their endpoints, routes after the clusters they name (ADS
+# ordering, make-before-break).
+TYPE_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE)
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 CONNECT_TIMEOUT = datetime.timedelta(seconds=5)
 LB_METADATA_NAMESPACE = "envoy.lb"
@@ -84,11 +110,19 @@ LB_METADATA_NAMESPACE = "envoy.lb"
 Resources = dict[str, dict[str, Any]]
 """type URL → resource name → the packed resource."""
 
+log = get_logger(__name__)
+
 
 def build_resources(config: StaticConfig, mode: ClusterMode) -> Resources:
     """Every resource type of `mode` (an empty dict for a type means "no resources")."""
     policy = policy_for_pool(config.policies, config.pool.name)
-    return resources_for(breaker_spec(policy), config.endpoints, mode)
+    return resources_for(breaker_spec(policy), config.endpoints, mode, failure_mode(config.pool))
+
+
+def failure_mode(pool: InferencePool | None) -> FailureMode:
+    """The pool's `extensionRef.failureMode`; FailClose without a pool or an extensionRef."""
+    ref = pool.extension_ref if pool is not None else None
+    return ref.failure_mode if ref is not None else "FailClose"
 
 
 def breaker_spec(policy: BackendTrafficPolicy | None) -> CircuitBreakerSpec:
@@ -97,19 +131,48 @@ def breaker_spec(policy: BackendTrafficPolicy | None) -> CircuitBreakerSpec:
 
 
 def resources_for(
-    spec: CircuitBreakerSpec, endpoints: tuple[Endpoint, ...], mode: ClusterMode
+    spec: CircuitBreakerSpec,
+    endpoints: tuple[Endpoint, ...],
+    mode: ClusterMode,
+    failure: FailureMode = "FailClose",
 ) -> Resources:
-    """The resources of `mode` for these endpoints and thresholds (file and Kubernetes modes)."""
+    """The resources of `mode` for these endpoints, thresholds and failure mode (file and
+    Kubernetes modes)."""
+    routes = {ROUTE_NAME: Any.pack(route_configuration(mode, failure))}
     if mode == "pool":
-        return {CLUSTER_TYPE: _named([pool_cluster(spec)])}
+        return {CLUSTER_TYPE: _named([pool_cluster(spec)]), ROUTE_TYPE: routes}
     if mode == "per-endpoint":
         clusters = [endpoint_cluster(e, spec) for e in endpoints]
-        return {CLUSTER_TYPE: _named(clusters)}
+        return {CLUSTER_TYPE: _named(clusters), ROUTE_TYPE: routes}
     assignment = load_assignment(POOL_CLUSTER, endpoints)
     return {
         CLUSTER_TYPE: _named([fail_open_cluster(spec)]),
         ENDPOINT_TYPE: {POOL_CLUSTER: Any.pack(assignment)},
+        ROUTE_TYPE: routes,
     }
+
+
+def route_configuration(mode: ClusterMode, failure: FailureMode) -> RouteConfiguration:
+    """Every request to the mode's cluster(s); the ext_proc filter may let requests through
+    without the picker (`failure_mode_allow`) only where the cluster can balance on its own."""
+    action = RouteAction(timeout=datetime.timedelta(seconds=ROUTE_TIMEOUT_S))
+    if mode == "per-endpoint":
+        action.cluster_header = DESTINATION_HEADER  # chosen again after the picker's answer
+    else:
+        action.cluster = POOL_CLUSTER
+    allow = failure == "FailOpen" and mode == "fail-open"
+    if failure == "FailOpen" and not allow:
+        # The pool and per-endpoint clusters need the picker's destination: without it a
+        # request would fail anyway, with a less clear error than the filter's own.
+        log.warning("fail_open_needs_fail_open_mode", mode=mode, applied="FailClose")
+    overrides = ExtProcPerRoute(overrides=ExtProcOverrides(failure_mode_allow=allow))
+    route = Route(
+        match=RouteMatch(prefix="/"),
+        route=action,
+        typed_per_filter_config={EXT_PROC_FILTER: Any.pack(overrides)},
+    )
+    host = VirtualHost(name=ROUTE_NAME, domains=["*"], routes=[route])
+    return RouteConfiguration(name=ROUTE_NAME, virtual_hosts=[host])
 
 
 def pool_cluster(spec: CircuitBreakerSpec) -> Cluster:

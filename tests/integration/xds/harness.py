@@ -64,7 +64,6 @@ class XdsStack:
     ) -> None:
         self.pods = pods
         self.mode = mode
-        self.failure_mode = failure_mode
         self.picker_args = picker_args
         self._tmp = tempfile.TemporaryDirectory(prefix="extproc-xds-")
         self.dir = Path(self._tmp.name)
@@ -80,7 +79,7 @@ class XdsStack:
         docs = scenario_documents()
         self.pool = copy.deepcopy(next(d for d in docs if d["kind"] == "InferencePool"))
         self.pool["spec"].setdefault("extensionRef", {"name": "picker"})
-        self.pool["spec"]["extensionRef"]["failureMode"] = failure_mode
+        self.set_failure_mode(failure_mode)
         self.models = [d for d in docs if d["kind"] == "InferenceModel"]
         self.pool_name: str = self.pool["metadata"]["name"]
 
@@ -152,10 +151,12 @@ class XdsStack:
         if self.xds is not None:
             self.xds.stop()
 
-    def start_envoy(self, *, failure_mode_allow: bool | None = None) -> Envoy:
-        allow = (
-            self.failure_mode == "FailOpen" if failure_mode_allow is None else failure_mode_allow
-        )
+    def set_failure_mode(self, failure_mode: str) -> None:
+        """The pool's extensionRef.failureMode for the next `write_config`."""
+        self.failure_mode = failure_mode
+        self.pool["spec"]["extensionRef"]["failureMode"] = failure_mode
+
+    def start_envoy(self) -> Envoy:
         envoy = Envoy(
             self.dir / f"envoy-{len(self.envoys)}",
             AdsBootstrapParams(
@@ -163,7 +164,7 @@ class XdsStack:
                     listen_address="127.0.0.1", listen_port=free_port(), admin_port=free_port(),
                     extproc_port=self.picker_port, message_timeout_ms=2000,
                 ),
-                cluster_mode=self.mode, xds_port=self.xds_port, failure_mode_allow=allow,
+                cluster_mode=self.mode, xds_port=self.xds_port,
             ),
         )  # fmt: skip
         self.envoys.append(envoy.proc)

@@ -1,5 +1,6 @@
 """Fail-open mode: an EDS cluster with the override_host policy honours the picker's choice and
-falls back to round robin when the picker is down (FailOpen); FailClose keeps it mandatory."""
+falls back to round robin when the picker is down (FailOpen); FailClose keeps it mandatory. The
+pool's failureMode reaches Envoy over RDS, so an edit applies without a new bootstrap."""
 
 from __future__ import annotations
 
@@ -38,32 +39,37 @@ def _pods(envoy: Envoy, n: int = 6) -> list[str]:
 def test_picker_down_fail_open_serves_fail_close_refuses_then_picker_returns(
     stack: XdsStack,
 ) -> None:
-    fail_open = stack.start_envoy()
-    fail_close = stack.start_envoy(failure_mode_allow=False)
-    for envoy in (fail_open, fail_close):
-        wait_until(lambda envoy=envoy: "inference-pool" in envoy.clusters(), 15, "EDS cluster")
-        wait_until(lambda envoy=envoy: send(envoy.url).status == 200, 15, "pool endpoints")
+    envoy = stack.start_envoy()
+    wait_until(lambda: "inference-pool" in envoy.clusters(), 15, "EDS cluster")
+    wait_until(lambda: send(envoy.url).status == 200, 15, "pool endpoints and route")
     picked, other = stack.endpoints[0].name, stack.endpoints[1].name
 
-    # The picker's destination is honoured by both.
-    assert set(_pods(fail_open)) == {picked}
-    assert set(_pods(fail_close)) == {picked}
+    # The picker's destination is honoured.
+    assert set(_pods(envoy)) == {picked}
 
     port = stack.picker_port
     stack.stop_picker()
     # FailOpen: Envoy's own balancing (round robin over the EDS members) serves.
-    assert set(_pods(fail_open)) == {picked, other}
-    # FailClose: the picker is mandatory.
-    statuses = {send(fail_close.url).status for _ in range(3)}
-    assert statuses and all(500 <= s < 600 for s in statuses), statuses
+    assert set(_pods(envoy)) == {picked, other}
+
+    # The pool turns FailClose: the new route reaches Envoy and the picker is mandatory.
+    stack.set_failure_mode("FailClose")
+    written = stack.write_config()
+    wait_until(lambda: 500 <= send(envoy.url).status < 600, 5, "FailClose applied", 0.05)
+    print(f"failureMode FailClose applied after {time.monotonic() - written:.2f}s")
+    statuses = {send(envoy.url).status for _ in range(3)}
+    assert all(500 <= s < 600 for s in statuses), statuses
 
     # The picker comes back on the same port: its choices are honoured again.
     stack.start_picker(port=port)
     started = time.monotonic()
-    wait_until(lambda: set(_pods(fail_open, 4)) == {picked}, 10, "picker honoured again", 0.1)
-    wait_until(lambda: send(fail_close.url).status == 200, 10, "fail-close serving again", 0.1)
-    assert set(_pods(fail_close)) == {picked}
+    wait_until(lambda: send(envoy.url).status == 200, 10, "serving again", 0.1)
+    wait_until(lambda: set(_pods(envoy, 4)) == {picked}, 10, "picker honoured again", 0.1)
     print(f"picker back -> choices honoured after {time.monotonic() - started:.2f}s")
+
+    # And back to FailOpen, for the tests that follow.
+    stack.set_failure_mode("FailOpen")
+    stack.write_config()
 
 
 def test_policy_change_rewarms_the_eds_cluster_and_endpoint_churn_is_eds_only(

@@ -81,7 +81,7 @@ class Stack:
                     listen_address="127.0.0.1", listen_port=free_port(), admin_port=free_port(),
                     extproc_port=free_port(), message_timeout_ms=2000,
                 ),
-                cluster_mode=self.mode, xds_port=port, failure_mode_allow=False,
+                cluster_mode=self.mode, xds_port=port,
             ),
         )  # fmt: skip
         return self.envoy

@@ -112,7 +112,13 @@ def test_nacked_update_is_logged_and_traffic_is_unaffected(stack: XdsStack) -> N
         # An update Envoy must reject: ORIGINAL_DST only works with CLUSTER_PROVIDED.
         bad = pool_cluster(CircuitBreakerSpec(max_parallel_requests=7))
         bad.lb_policy = ClusterLbPolicy.ROUND_ROBIN
-        xds.call(lambda: xds.app.cache.update({CLUSTER_TYPE: {POOL: AnyMsg.pack(bad)}}))
+
+        def publish_bad() -> None:
+            cache = xds.app.cache
+            served = {t: dict(cache.get(t).resources) for t in cache.versions()}  # type: ignore[union-attr]
+            cache.update({**served, CLUSTER_TYPE: {POOL: AnyMsg.pack(bad)}})
+
+        xds.call(publish_bad)
         wait_until(lambda: bool(records.find("update_rejected")), 10, "NACK", 0.05)
         (nack,) = records.find("update_rejected")
         print(f"NACK logged: {nack}")
@@ -120,7 +126,8 @@ def test_nacked_update_is_logged_and_traffic_is_unaffected(stack: XdsStack) -> N
         assert nack["kept_version"] == good_version
         time.sleep(0.5)
         assert len(records.find("update_rejected")) == 1  # not resent in a loop
-        assert len(records.find("update_sent")) == 2
+        # The cluster and the route, then the rejected cluster.
+        assert len(records.find("update_sent")) == 3
         assert envoy.max_requests(POOL) == 2
         assert envoy.clusters()[POOL] == good_version
         assert [send(envoy.url).status for _ in range(3)] == [200, 200, 200]

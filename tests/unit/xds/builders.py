@@ -50,11 +50,15 @@ def config_text(*docs: str) -> str:
     return "---\n".join([POOL, *docs])
 
 
-def make_config(*addresses: str, **breaker: Any) -> StaticConfig:
+def make_config(*addresses: str, failure_mode: str | None = None, **breaker: Any) -> StaticConfig:
     docs = [endpoints_doc(*addresses)]
     if breaker:
         docs.append(policy_doc(**breaker))
-    return parse_static_config(config_text(*docs), "cfg.yaml")
+    text = config_text(*docs)
+    if failure_mode is not None:
+        ref = "extensionRef: {name: epp}"
+        text = text.replace(ref, f"extensionRef: {{name: epp, failureMode: {failure_mode}}}", 1)
+    return parse_static_config(text, "cfg.yaml")
 
 
 def make_policy(

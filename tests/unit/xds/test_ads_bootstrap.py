@@ -1,4 +1,4 @@
-"""The ADS bootstrap: shipped files match the builder; per-mode route and ext_proc settings."""
+"""The ADS bootstrap: shipped files match the builder; the route over RDS, per-mode ext_proc."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ from typing import Any
 
 import pytest
 
-from extproc.envoyconf.ads import AdsBootstrapParams, build_ads_bootstrap, render_ads_bootstrap
+from extproc.envoyconf.ads import (
+    AdsBootstrapParams,
+    ClusterMode,
+    build_ads_bootstrap,
+    render_ads_bootstrap,
+)
 from extproc.tools.gen_envoy import _HEADER, ADS_FILES, ENVOY_DIR
 
 
@@ -39,21 +44,23 @@ def test_pool_mode_takes_clusters_from_ads() -> None:
         ]["port_value"]
         == 1234
     )
-    route = _hcm(config)["route_config"]["virtual_hosts"][0]["routes"][-1]["route"]
-    assert route["cluster"] == "inference-pool"
+    assert "cluster_header" not in _hcm(config)
+    assert "route_cache_action" not in _ext_proc(config)
+
+
+@pytest.mark.parametrize("mode", ["pool", "per-endpoint", "fail-open"])
+def test_the_route_comes_over_rds_and_the_filter_fails_closed_by_default(mode: ClusterMode) -> None:
+    # The route's ext_proc override carries the pool's failureMode (extproc.xds.resources).
+    config = build_ads_bootstrap(AdsBootstrapParams(cluster_mode=mode))
+    hcm = _hcm(config)
+    assert "route_config" not in hcm
+    assert hcm["rds"] == {
+        "config_source": {"ads": {}, "resource_api_version": "V3"},
+        "route_config_name": "inference",
+    }
     assert _ext_proc(config)["failure_mode_allow"] is False
 
 
-def test_per_endpoint_mode_routes_by_header_and_clears_route_cache() -> None:
+def test_per_endpoint_mode_clears_the_route_cache_after_the_pickers_answer() -> None:
     config = build_ads_bootstrap(AdsBootstrapParams(cluster_mode="per-endpoint"))
-    for route in _hcm(config)["route_config"]["virtual_hosts"][0]["routes"]:
-        assert route["route"]["cluster_header"] == "x-gateway-destination-endpoint"
-        assert "cluster" not in route["route"]
     assert _ext_proc(config)["route_cache_action"] == "CLEAR"
-
-
-def test_fail_open_sets_failure_mode_allow() -> None:
-    config = build_ads_bootstrap(
-        AdsBootstrapParams(cluster_mode="fail-open", failure_mode_allow=True)
-    )
-    assert _ext_proc(config)["failure_mode_allow"] is True

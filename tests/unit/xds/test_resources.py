@@ -1,17 +1,23 @@
-"""Translation of a static config into clusters and endpoints, per cluster mode."""
+"""Translation of a static config into clusters, endpoints and the route, per cluster mode."""
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
+import pytest
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
+from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
+from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import ExtProcPerRoute
 from envoy_data_plane.envoy.extensions.upstreams.http.v3 import HttpProtocolOptions
 
+from extproc.envoyconf.ads import ClusterMode
 from extproc.xds.resources import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     HTTP_OPTIONS_KEY,
+    ROUTE_TYPE,
     build_resources,
     serialized,
 )
@@ -31,7 +37,7 @@ def _clusters(resources: dict[str, Any]) -> dict[str, Cluster]:
 def test_pool_mode_one_original_dst_cluster_with_policy_thresholds() -> None:
     cfg = make_config("10.0.0.1:8000", "10.0.0.2:8000", maxParallelRequests=3, maxPendingRequests=1)
     resources = build_resources(cfg, "pool")
-    assert set(resources) == {CLUSTER_TYPE}
+    assert set(resources) == {CLUSTER_TYPE, ROUTE_TYPE}
     (cluster,) = _clusters(resources).values()
     assert cluster.name == "inference-pool"
     assert cluster.type == ClusterDiscoveryType.ORIGINAL_DST
@@ -110,3 +116,51 @@ def test_building_is_deterministic() -> None:
     for mode in ("pool", "per-endpoint", "fail-open"):
         a, b = build_resources(cfg, mode), build_resources(cfg, mode)  # type: ignore[arg-type]
         assert {t: serialized(r) for t, r in a.items()} == {t: serialized(r) for t, r in b.items()}
+
+
+def _route(resources: dict[str, Any]) -> RouteConfiguration:
+    (name, packed), *_ = resources[ROUTE_TYPE].items()
+    route = packed.unpack()
+    assert isinstance(route, RouteConfiguration) and name == route.name == "inference"
+    return route
+
+
+@pytest.mark.parametrize(
+    ("mode", "cluster", "header"),
+    [
+        ("pool", "inference-pool", None),
+        ("per-endpoint", None, "x-gateway-destination-endpoint"),
+        ("fail-open", "inference-pool", None),
+    ],
+)
+def test_every_mode_serves_the_listeners_route(
+    mode: ClusterMode, cluster: str | None, header: str | None
+) -> None:
+    (host,) = _route(build_resources(make_config("10.0.0.1:8000"), mode)).virtual_hosts
+    assert host.domains == ["*"]
+    (route,) = host.routes
+    assert route.match is not None and route.match.prefix == "/"
+    assert route.route is not None
+    assert (route.route.cluster, route.route.cluster_header) == (cluster, header)
+    assert route.route.timeout == datetime.timedelta(seconds=600)
+
+
+@pytest.mark.parametrize(
+    ("mode", "failure_mode", "allow"),
+    [
+        ("fail-open", "FailOpen", True),
+        ("fail-open", "FailClose", False),
+        ("fail-open", None, False),  # the CRD's default
+        # Without the override_host cluster a request needs the picker's destination anyway.
+        ("pool", "FailOpen", False),
+        ("per-endpoint", "FailOpen", False),
+    ],
+)
+def test_the_routes_ext_proc_failure_mode_follows_the_pool(
+    mode: ClusterMode, failure_mode: str | None, allow: bool
+) -> None:
+    cfg = make_config("10.0.0.1:8000", failure_mode=failure_mode)
+    (route,) = _route(build_resources(cfg, mode)).virtual_hosts[0].routes
+    per_route = route.typed_per_filter_config["envoy.filters.http.ext_proc"].unpack()
+    assert isinstance(per_route, ExtProcPerRoute) and per_route.overrides is not None
+    assert per_route.overrides.failure_mode_allow is allow
