@@ -157,7 +157,8 @@ class KubernetesSource:
         await asyncio.to_thread(join)
 
     def on_change(self, listener: Callable[[], None]) -> None:
-        """Called (on the loop) when `synced` is set or the pool appears or disappears."""
+        """Called (on the loop) when `synced` is set or the pool appears, changes or goes (its
+        `extensionRef.failureMode` is served by `extproc xds`)."""
         self._listeners.append(listener)
 
     @property
@@ -215,8 +216,7 @@ class KubernetesSource:
             if previous is None:
                 self._push_models()
             self._push_endpoints()
-        if (pool is None) != (previous is None):
-            self._notify()
+        self._notify()
 
     # -- pods -------------------------------------------------------------------------------
     def _is_endpoint(self, pod: PodInfo | None) -> bool:

@@ -19,7 +19,7 @@ from extproc.k8s.settings import KubernetesSettings
 from extproc.xds.app import XdsApp, XdsConfig
 from extproc.xds.cache import ResourceCache
 from extproc.xds.kubernetes import KubernetesWatcher
-from extproc.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE
+from extproc.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE
 from tests.unit.k8s.builders import POOL, eventually, make_pod, make_pool
 from tests.unit.k8s.conftest import FAST_WATCH
 from tests.unit.k8s.fake_apiserver import FakeApiServer
@@ -168,6 +168,43 @@ async def test_fail_open_assignment_follows_ready_pods(
     apiserver.put("pods", make_pod("p1", "10.0.0.1", ready=False))
     await eventually(lambda: eds_addresses(w.cache) == ["10.0.0.2:8000"], what="p1 unready")
     assert w.cache.versions()[CLUSTER_TYPE] == cluster_version  # churn sends EDS only
+
+
+def failure_mode_allow(cache: ResourceCache) -> bool | None:
+    """The route's ext_proc override (None before anything is published)."""
+    snap = cache.get(ROUTE_TYPE)
+    if snap is None:
+        return None
+    (route,) = snap.resources["inference"].unpack().virtual_hosts[0].routes  # type: ignore[union-attr]
+    allow: bool | None = (
+        route.typed_per_filter_config["envoy.filters.http.ext_proc"]
+        .unpack()
+        .overrides.failure_mode_allow
+    )  # type: ignore[union-attr]
+    return allow
+
+
+async def test_the_routes_failure_mode_follows_the_pools_extension_ref(
+    apiserver: FakeApiServer, start_watcher: StartWatcher
+) -> None:
+    pool = make_pool()
+    pool["spec"]["extensionRef"]["failureMode"] = "FailOpen"
+    apiserver.put("inferencepools", pool)
+    apiserver.put("pods", make_pod("p1", "10.0.0.1"))
+    w = await start_watcher("fail-open")
+    await eventually(lambda: failure_mode_allow(w.cache) is True, what="FailOpen")
+    versions = w.cache.versions()
+
+    pool["spec"]["extensionRef"]["failureMode"] = "FailClose"
+    apiserver.put("inferencepools", pool)
+    await eventually(lambda: failure_mode_allow(w.cache) is False, what="FailClose")
+    # Only the route changed.
+    changed = {t for t, v in w.cache.versions().items() if versions[t] != v}
+    assert changed == {ROUTE_TYPE}
+
+    apiserver.delete("inferencepools", POOL)  # no pool: fail closed
+    await eventually(lambda: eds_addresses(w.cache) == [], what="no endpoints")
+    assert failure_mode_allow(w.cache) is False
 
 
 async def test_policy_create_update_delete(
