@@ -39,6 +39,10 @@ class PrefillScorer(Scorer, PostPick):
     After the pick it leaves the primary's `own` in the cycle state; the picker adds it to the
     endpoint's pending prefill until the first response byte arrives.
 
+    Both live signals come from the response body the picker relays (Envoy's
+    `response_body_mode: STREAMED`, as the shipped bootstraps set it). Where Envoy does not
+    send the response body, `pending` lasts until the request ends and the step term is 0.
+
     Parameters: `halfScoreTokens` (2048), `stepTokens` (150), `prefixScorer` (the
     prefix-cache-scorer plugin's name, `prefix-cache-scorer`; declared before this plugin).
     """
