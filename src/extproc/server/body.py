@@ -87,13 +87,17 @@ def _model_span(raw: bytes) -> tuple[int, int]:
             if depth == 1 and expect_key and _is_model_key(token):
                 pending_key = True
             expect_key = False
-        elif first in b"{[":
-            depth += 1
-            expect_key = first == 0x7B
-        elif first in b"}]":
-            depth -= 1
-        elif first == 0x2C:  # a comma: the next string at depth 1 in an object is a key
-            expect_key = True
+        elif first != 0x3A:  # (after a colon the key's value follows)
+            # A pending "model" key whose value is not a string (a number, null, true/false,
+            # an object or an array): a later duplicate "model" key may still decide.
+            pending_key = False
+            if first in b"{[":
+                depth += 1
+                expect_key = first == 0x7B
+            elif first in b"}]":
+                depth -= 1
+            else:  # a comma: the next string at depth 1 in an object is a key
+                expect_key = True
     if span is None:  # unreachable for a body that decoded with a string model
         raise BadRequest("could not locate the 'model' value")
     return span

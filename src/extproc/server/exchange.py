@@ -32,6 +32,7 @@ log = get_logger(__name__)
 
 BUFFERED = ProcessingMode.BUFFERED
 FULL_DUPLEX = ProcessingMode.FULL_DUPLEX_STREAMED
+NO_BODY = ProcessingMode.NONE
 STREAMED = ProcessingMode.STREAMED
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 _ids = itertools.count(1)
@@ -124,7 +125,11 @@ class Exchange:
     def close(self) -> None:
         """Release per-request state; safe to call more than once and after errors."""
         if self._routed_to is not None:
-            if self.state is not State.DONE:
+            if self.state is State.RESPONSE_BODY and self._response_mode == NO_BODY:
+                # Envoy does not send us the response body (e.g. Envoy Gateway's
+                # `processingMode.response: {}`): the stream's end is the response's end.
+                self._finish_response()
+            elif self.state is not State.DONE:
                 self._observer.aborted(self._resolved, self.state.value)
             self._release()
         self.state = State.DONE
@@ -226,12 +231,13 @@ class Exchange:
 
     # -- response path ----------------------------------------------------------------------
     def _on_response_headers(self, headers: pb.HttpHeaders) -> Replies:
-        content_type = ""
+        content_type = content_encoding = ""
         for h in headers.headers.headers:
             if h.key == "content-type":
                 content_type = h.raw_value.decode("latin-1")
-                break
-        self._usage = UsageParser(content_type)
+            elif h.key == "content-encoding":
+                content_encoding = h.raw_value.decode("latin-1")
+        self._usage = UsageParser(content_type, content_encoding)
         self.state = State.RESPONSE_BODY
         if headers.end_of_stream:
             self._finish_response()
@@ -239,6 +245,11 @@ class Exchange:
 
     def _on_response_body(self, body: pb.HttpBody) -> Replies:
         chunk = body.body
+        if self._usage is None and self.state is State.RESPONSE_HEADERS:
+            # Envoy skips the response headers (`response_header_mode: SKIP`): read the body
+            # by its first bytes.
+            self._usage = UsageParser("text/event-stream" if chunk.startswith(b"data:") else "")
+            self.state = State.RESPONSE_BODY
         if chunk and self._routed_to is not None:
             self._inflight.emitted(self._routed_to, time.monotonic())
             if self._prefill_tokens:

@@ -30,6 +30,23 @@ from extproc.server.body import parse_body, rewrite_model
         pytest.param(
             b'{"mod\\u0065l":"q"}', "q", b'{"mod\\u0065l":"NEW"}', id="escaped-key"
         ),
+        # A duplicate whose earlier value is not a string: JSON keeps the last one.
+        pytest.param(
+            b'{"model": 1, "model": "b"}', "b", b'{"model": 1, "model": "NEW"}',
+            id="duplicate-after-number",
+        ),
+        pytest.param(
+            b'{"model": null, "mod\\u0065l": "b"}', "b", b'{"model": null, "mod\\u0065l": "NEW"}',
+            id="duplicate-after-null-escaped",
+        ),
+        pytest.param(
+            b'{"model": {"a": [1]}, "model": "b"}', "b", b'{"model": {"a": [1]}, "model": "NEW"}',
+            id="duplicate-after-object",
+        ),
+        pytest.param(
+            b'{"model": "a", "model": true, "model": "b"}', "b",
+            b'{"model": "a", "model": true, "model": "NEW"}', id="duplicate-after-bool",
+        ),
         pytest.param(
             b'{"p":"say \\"model\\": x","model":"m"}', "m",
             b'{"p":"say \\"model\\": x","model":"NEW"}', id="model-inside-string",

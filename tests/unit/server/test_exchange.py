@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import time
@@ -265,6 +266,57 @@ def test_response_path_passes_bytes_and_records_usage() -> None:
         "inference_model_running_requests", {"model_name": "chat"}
     )
     assert running == 0
+
+
+LABELS = {"model_name": "chat", "target_model_name": "chat-v2"}
+
+
+def test_response_body_not_sent_to_us_ends_with_the_stream() -> None:
+    # Envoy Gateway's `processingMode.response: {}`: response headers, then the stream ends.
+    exchange, _, inflight, metrics = make_exchange()
+    first = headers_msg()
+    first.protocol_config.request_body_mode = ProcessingMode.BUFFERED
+    first.protocol_config.response_body_mode = ProcessingMode.NONE
+    exchange.handle(first)
+    exchange.handle(body_msg(b'{"model": "chat"}'))
+    exchange.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders()))
+    assert inflight.total() == 1  # in flight until the stream ends
+    exchange.close()
+    assert inflight.total() == 0
+    get = metrics.registry.get_sample_value
+    assert not get("inference_model_request_error_total", {**LABELS, "error_code": "StreamClosed"})
+    assert get("inference_model_request_duration_seconds_count", LABELS) == 1
+
+
+def test_response_body_without_response_headers_is_measured() -> None:
+    # `response_header_mode: SKIP`: the body arrives first.
+    exchange, _, inflight, metrics = make_exchange()
+    exchange.handle(headers_msg())
+    exchange.handle(body_msg(b'{"model": "chat"}'))
+    sse = b'data: {"usage": {"prompt_tokens": 5, "completion_tokens": 7}}\n\ndata: [DONE]\n\n'
+    for i, part in enumerate((sse[:20], sse[20:])):
+        exchange.handle(
+            pb.ProcessingRequest(response_body=pb.HttpBody(body=part, end_of_stream=i == 1))
+        )
+    assert inflight.total() == 0
+    get = metrics.registry.get_sample_value
+    assert get("inference_model_response_sizes_sum", LABELS) == len(sse)
+    assert get("inference_model_output_tokens_sum", LABELS) == 7
+
+
+def test_gzip_response_usage_is_recorded() -> None:
+    exchange, _, _, metrics = make_exchange()
+    exchange.handle(headers_msg())
+    exchange.handle(body_msg(b'{"model": "chat"}'))
+    headers = pb.ProcessingRequest()
+    for key, value in ((b"content-type", b"application/json"), (b"content-encoding", b"gzip")):
+        headers.response_headers.headers.headers.append(
+            base_pb2.HeaderValue(key=key.decode(), raw_value=value)
+        )
+    exchange.handle(headers)
+    body = gzip.compress(b'{"usage": {"prompt_tokens": 5, "completion_tokens": 7}}')
+    exchange.handle(pb.ProcessingRequest(response_body=pb.HttpBody(body=body, end_of_stream=True)))
+    assert metrics.registry.get_sample_value("inference_model_output_tokens_sum", LABELS) == 7
 
 
 def test_stream_closed_mid_request_leaks_nothing() -> None:
