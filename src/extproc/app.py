@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from extproc.cli_common import run_until_signalled
 from extproc.config.reload import DEFAULT_POLL_INTERVAL, StaticConfigReloader
@@ -22,7 +20,7 @@ from extproc.datastore import Datastore
 from extproc.errors import ConfigError
 from extproc.k8s.settings import KubernetesSettings
 from extproc.logs import get_logger
-from extproc.metrics import PickerMetrics
+from extproc.metrics import PickerMetrics, start_metrics_server
 from extproc.scheduling.factory import build_scheduler
 from extproc.scheduling.inflight import InFlight
 from extproc.scheduling.least_inflight import LeastInFlightPicker
@@ -241,11 +239,9 @@ class PickerApp:
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
         server, health_server = self._grpc_servers()
-        metrics_runner = web.AppRunner(self._metrics_app(), access_log=None)
-        await metrics_runner.setup()
-        site = web.TCPSite(metrics_runner, cfg.host, cfg.metrics_port)
-        await site.start()
-        self.ports["metrics"] = _bound_port(site)
+        metrics_runner, self.ports["metrics"] = await start_metrics_server(
+            self.metrics.registry, cfg.host, cfg.metrics_port
+        )
 
         if self.scrapes is not None:
             await self.scrapes.start()
@@ -298,21 +294,6 @@ class PickerApp:
             await self.scrapes.stop()
         if self._api_client is not None:
             self._api_client.close()
-
-    def _metrics_app(self) -> web.Application:
-        async def metrics(_: web.Request) -> web.Response:
-            body = generate_latest(self.metrics.registry)
-            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        return app
-
-
-def _bound_port(site: web.TCPSite) -> int:
-    server = site._server  # aiohttp exposes no public accessor for the bound socket
-    sockets = getattr(server, "sockets", None) or []
-    return int(sockets[0].getsockname()[1]) if sockets else 0
 
 
 def serve(config: ServeConfig) -> int:

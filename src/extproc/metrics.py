@@ -6,7 +6,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -129,7 +137,7 @@ class PickerMetrics:
         """Export `source()` (endpoint address → estimated engine step, seconds) at scrape
         time as `extproc_endpoint_step_duration_seconds{endpoint}`."""
         self.registry.register(
-            _ByLabel(
+            ByLabel(
                 GaugeMetricFamily,
                 "extproc_endpoint_step_duration_seconds",
                 "Engine step duration per endpoint, estimated from the response chunks the "
@@ -143,7 +151,7 @@ class PickerMetrics:
         """Export `source()` (stage → streams the client reset while open) at scrape time as
         `extproc_grpc_stream_resets_total{stage}`."""
         self.registry.register(
-            _ByLabel(
+            ByLabel(
                 CounterMetricFamily,
                 "extproc_grpc_stream_resets",
                 "ext_proc streams the client reset while open: under_way (after a request "
@@ -216,7 +224,7 @@ class _Scrapes(Collector):
         yield fresh
 
 
-class _ByLabel(Collector):
+class ByLabel(Collector):
     """One family read at scrape time from `source()` (label value → value): no hot-path
     cost, and no series left behind by label values that went away (departed endpoints)."""
 
@@ -245,3 +253,25 @@ class _ByLabel(Collector):
         for key, value in sorted(self._source().items()):
             family.add_metric((key,), value)
         yield family
+
+
+async def start_metrics_server(
+    registry: CollectorRegistry, host: str, port: int
+) -> tuple[web.AppRunner, int]:
+    """Serve `registry` at `http://host:port/metrics` (port 0: a free one); return the runner
+    (`cleanup()` stops it) and the bound port. The picker and `extproc xds` use it."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server  # aiohttp exposes no public accessor for the bound socket
+    sockets = getattr(server, "sockets", None) or []
+    return runner, int(sockets[0].getsockname()[1]) if sockets else 0

@@ -1,4 +1,5 @@
-"""The xDS process: a state watcher (the config file or Kubernetes) and the ADS gRPC server."""
+"""The xDS process: a state watcher (the config file or Kubernetes), the ADS gRPC server with
+gRPC health on the same port, and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 
 from extproc.envoyconf.ads import DEFAULT_XDS_PORT, ClusterMode
 from extproc.errors import ConfigError
 from extproc.k8s.settings import KubernetesSettings
 from extproc.logs import get_logger
+from extproc.metrics import start_metrics_server
 from extproc.xds import DEFAULT_HOST, DEFAULT_POLL_INTERVAL
 from extproc.xds.cache import ResourceCache
+from extproc.xds.metrics import XdsMetrics
 from extproc.xds.server import AdsServicer
 from extproc.xds.watcher import ConfigWatcher
 
@@ -44,6 +50,8 @@ class XdsConfig:
     port: int = DEFAULT_XDS_PORT
     cluster_mode: ClusterMode = "pool"
     poll_interval: float = DEFAULT_POLL_INTERVAL
+    # Prometheus `/metrics` (0: a free port); None: not served.
+    metrics_port: int | None = None
 
 
 class XdsApp:
@@ -53,9 +61,16 @@ class XdsApp:
         self.config = config
         self.cache = ResourceCache()
         self.servicer = AdsServicer(self.cache)
+        self.metrics = XdsMetrics(
+            self.cache, self.servicer.counts, lambda: self.servicer.open_streams
+        )
+        # Service "" on the ADS port: SERVING once something is published (file mode: at
+        # load; Kubernetes mode: once the pool, pods and policies are listed), for probes.
+        self.health = HealthServicer()
         self.watcher: StateWatcher | None = None
         self._api_client: Any = None
         self.port = 0
+        self.metrics_port = 0
         self.listening = asyncio.Event()
 
     def load(self) -> None:
@@ -89,20 +104,48 @@ class XdsApp:
         # grpcio binds with SO_REUSEPORT by default: a stale server would silently share the port.
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers((self.servicer.handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        runner: web.AppRunner | None = None
+        if cfg.metrics_port is not None:
+            runner, self.metrics_port = await start_metrics_server(
+                self.metrics.registry, cfg.host, cfg.metrics_port
+            )
+        await self._set_serving(bool(self.cache.versions()))
+        self.cache.subscribe(self._published)
         await server.start()
         watch = asyncio.create_task(self.watcher.run(stop), name="xds-state-watcher")
-        log.info("serving", host=cfg.host, port=self.port, mode=cfg.cluster_mode)
-        print(f"extproc xds serving xds={cfg.host}:{self.port}", flush=True)
+        ports = f"xds={cfg.host}:{self.port}"
+        if runner is not None:
+            ports += f" metrics={cfg.host}:{self.metrics_port}"
+        log.info("serving", host=cfg.host, port=self.port, metrics_port=self.metrics_port,
+                 mode=cfg.cluster_mode)  # fmt: skip
+        print(f"extproc xds serving {ports}", flush=True)
         self.listening.set()
         try:
             await stop.wait()
         finally:
             log.info("shutting_down", open_streams=self.servicer.open_streams)
             stop.set()
+            self.cache.unsubscribe(self._published)
+            await self._set_serving(False)
             await server.stop(STOP_GRACE_SECONDS)
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(watch, WATCHER_STOP_SECONDS)
             if self._api_client is not None:
                 self._api_client.close()
+            if runner is not None:
+                await runner.cleanup()
             log.info("stopped")
+
+    def _published(self, _: list[str]) -> None:
+        """The first publication makes the server ready (later ones change nothing)."""
+        self.cache.unsubscribe(self._published)
+        asyncio.get_running_loop().create_task(self._set_serving(True))
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else _NOT_SERVING
+        await self.health.set("", status)
+
+
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -13,6 +13,16 @@ from extproc.xds.resources import TYPE_ORDER, Resources
 ChangeListener = Callable[[list[str]], None]
 
 
+def short_type(type_url: str) -> str:
+    """`Cluster` for `type.googleapis.com/envoy.config.cluster.v3.Cluster`."""
+    return type_url.rsplit(".", 1)[-1]
+
+
+def short_types(type_urls: list[str]) -> str:
+    """`Cluster,RouteConfiguration`: the changed types, for a log line."""
+    return ",".join(map(short_type, type_urls))
+
+
 @dataclass(frozen=True, slots=True)
 class TypeSnapshot:
     """All resources of one type. `version` hashes names and bytes, so the same content has the
@@ -43,6 +53,10 @@ class ResourceCache:
 
     def versions(self) -> dict[str, str]:
         return {t: s.version for t, s in self._types.items()}
+
+    def versions_text(self) -> str:
+        """`Cluster=v1,RouteConfiguration=v2`: the served versions, for a log line."""
+        return ",".join(f"{short_type(t)}={v}" for t, v in self._types.items())
 
     def update(self, resources: Resources) -> list[str]:
         """Replace the served set; return the changed type URLs (clusters first) and notify.

@@ -17,7 +17,7 @@ from extproc.cli_common import (
 from extproc.envoyconf.ads import CLUSTER_MODES, DEFAULT_XDS_PORT
 from extproc.errors import ConfigError
 from extproc.k8s.settings import KubernetesSettings, default_namespace
-from extproc.xds import DEFAULT_HOST, DEFAULT_POLL_INTERVAL
+from extproc.xds import DEFAULT_HOST, DEFAULT_METRICS_PORT, DEFAULT_POLL_INTERVAL
 
 
 def register(sub: Any) -> None:
@@ -53,6 +53,12 @@ def register(sub: Any) -> None:
         type=port_number,
         default=DEFAULT_XDS_PORT,
         help="ADS gRPC port, 0 picks a free one (default: %(default)s)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=port_number,
+        default=DEFAULT_METRICS_PORT,
+        help="Prometheus /metrics port, 0 picks a free one (default: %(default)s)",
     )
     p.add_argument(
         "--cluster-mode",
@@ -92,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
             route_name=args.route_name,
             host=args.host,
             port=args.port,
+            metrics_port=args.metrics_port,
             cluster_mode=args.cluster_mode,
             poll_interval=args.poll_interval,
         )

@@ -26,7 +26,7 @@ from extproc.k8s.policies import PolicySource
 from extproc.k8s.settings import WatchSettings
 from extproc.k8s.source import KubernetesSource
 from extproc.logs import get_logger
-from extproc.xds.cache import ResourceCache
+from extproc.xds.cache import ResourceCache, short_types
 from extproc.xds.resources import breaker_spec, failure_mode, resources_for
 
 log = get_logger(__name__)
@@ -94,10 +94,7 @@ class KubernetesWatcher:
                 pool_present=self.datastore.pool() is not None, endpoints=len(endpoints),
                 policy=f"{policy.namespace}/{policy.name}" if policy else None,
                 policies=len(policies), mode=self.mode, failure_mode=failure,
-                changed=",".join(t.rsplit(".", 1)[-1] for t in changed),
-                versions=",".join(
-                    f"{t.rsplit('.', 1)[-1]}={v}" for t, v in self.cache.versions().items()
-                ),
+                changed=short_types(changed), versions=self.cache.versions_text(),
             )  # fmt: skip
         self.synced.set()
         return bool(changed)

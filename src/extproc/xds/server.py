@@ -16,6 +16,7 @@ from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest
 
 from extproc.logs import get_logger
 from extproc.xds.cache import ResourceCache
+from extproc.xds.metrics import StreamCounts
 from extproc.xds.stream import AdsStream
 
 log = get_logger(__name__)
@@ -30,6 +31,7 @@ class AdsServicer:
     def __init__(self, cache: ResourceCache) -> None:
         self._cache = cache
         self.open_streams = 0
+        self.counts = StreamCounts()
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         async def behaviour(requests: AsyncIterator[bytes], context: Any) -> None:
@@ -45,7 +47,7 @@ class AdsServicer:
         peer: str = "",
     ) -> None:
         """Serve one stream until the client closes it (or sends something unparseable)."""
-        state = AdsStream(self._cache, peer)
+        state = AdsStream(self._cache, peer, self.counts)
         events: asyncio.Queue[object] = asyncio.Queue()
 
         def changed(type_urls: list[str]) -> None:

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, DiscoveryResponse
 
 from extproc.logs import get_logger
-from extproc.xds.cache import ResourceCache, TypeSnapshot
+from extproc.xds.cache import ResourceCache, TypeSnapshot, short_type
+from extproc.xds.metrics import StreamCounts
 from extproc.xds.resources import CLUSTER_TYPE
 
 log = get_logger(__name__)
@@ -49,8 +50,11 @@ class TypeState:
 class AdsStream:
     """Feed it requests (`on_request`) and cache changes (`on_change`); send what it returns."""
 
-    def __init__(self, cache: ResourceCache, peer: str = "") -> None:
+    def __init__(
+        self, cache: ResourceCache, peer: str = "", counts: StreamCounts | None = None
+    ) -> None:
         self._cache = cache
+        self._counts = counts if counts is not None else StreamCounts()
         self._nonces = itertools.count(1)
         self.peer = peer
         self.node_id = ""
@@ -62,7 +66,7 @@ class AdsStream:
         type_url = req.type_url
         state = self.types.setdefault(type_url, TypeState())
         names = frozenset(req.resource_names)
-        short = _short(type_url)
+        short = short_type(type_url)
         if req.response_nonce:
             if req.response_nonce != state.nonce:
                 log.debug("stale_nonce", type=short, nonce=req.response_nonce, current=state.nonce)
@@ -79,6 +83,7 @@ class AdsStream:
             if error is not None and (error.code or error.message):
                 state.rejected_version = state.sent_version
                 state.last_error = error.message
+                self._counts.rejected[type_url] += 1
                 log.warning(
                     "update_rejected", node=self.node_id, type=short,
                     rejected_version=state.sent_version, kept_version=req.version_info,
@@ -86,6 +91,7 @@ class AdsStream:
                 )  # fmt: skip
             else:
                 state.acked_version = req.version_info
+                self._counts.accepted[type_url] += 1
                 log.info("update_accepted", node=self.node_id, type=short, version=req.version_info)
             if state.subscribed and names == state.names:
                 return []
@@ -118,8 +124,9 @@ class AdsStream:
         state.nonce = str(next(self._nonces))
         state.answered = False
         state.sent_version = snap.version
+        self._counts.sent[type_url] += 1
         log.info(
-            "update_sent", node=self.node_id, type=_short(type_url), version=snap.version,
+            "update_sent", node=self.node_id, type=short_type(type_url), version=snap.version,
             nonce=state.nonce, resources=len(selected),
         )  # fmt: skip
         return [
@@ -138,7 +145,3 @@ def _select(snap: TypeSnapshot, type_url: str, names: frozenset[str]) -> list[st
     if WILDCARD in names or (not names and type_url == CLUSTER_TYPE):
         return sorted(snap.resources)
     return sorted(n for n in names if n in snap.resources)
-
-
-def _short(type_url: str) -> str:
-    return type_url.rsplit(".", 1)[-1]

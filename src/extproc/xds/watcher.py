@@ -17,7 +17,7 @@ from extproc.envoyconf.ads import ClusterMode
 from extproc.errors import ConfigError
 from extproc.logs import get_logger
 from extproc.xds import DEFAULT_POLL_INTERVAL
-from extproc.xds.cache import ResourceCache
+from extproc.xds.cache import ResourceCache, short_types
 from extproc.xds.resources import build_resources
 
 log = get_logger(__name__)
@@ -54,7 +54,7 @@ class ConfigWatcher:
         except ConfigError as exc:
             log.error(
                 "config_rejected", file=str(self.path), error=str(exc),
-                kept_versions=_versions(self.cache),
+                kept_versions=self.cache.versions_text(),
             )  # fmt: skip
             return False
         return self._publish(config)
@@ -73,11 +73,7 @@ class ConfigWatcher:
         changed = self.cache.update(build_resources(config, self.mode))
         log.info(
             "config_loaded", file=str(self.path), mode=self.mode, endpoints=len(config.endpoints),
-            policies=len(config.policies), changed=",".join(t.rsplit(".", 1)[-1] for t in changed),
-            versions=_versions(self.cache),
+            policies=len(config.policies), changed=short_types(changed),
+            versions=self.cache.versions_text(),
         )  # fmt: skip
         return bool(changed)
-
-
-def _versions(cache: ResourceCache) -> str:
-    return ",".join(f"{t.rsplit('.', 1)[-1]}={v}" for t, v in cache.versions().items())

@@ -76,6 +76,7 @@ class XdsStack:
         self.endpoints: list[Endpoint] = []
         self.picker_port = 0
         self.xds_port = 0
+        self.xds_metrics_port = 0
         docs = scenario_documents()
         self.pool = copy.deepcopy(next(d for d in docs if d["kind"] == "InferencePool"))
         self.pool["spec"].setdefault("extensionRef", {"name": "picker"})
@@ -141,11 +142,21 @@ class XdsStack:
     def start_xds(self, port: int = 0) -> None:
         argv = [
             sys.executable, "-m", "extproc", "xds", "--config", str(self.config_path),
-            "--host", "127.0.0.1", "--port", str(port), "--cluster-mode", self.mode,
+            "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
+            "--cluster-mode", self.mode,
         ]  # fmt: skip
         self.xds = ManagedProcess("xds", argv, self.dir / "xds.log")
-        m = self.xds.wait_for(r"extproc xds serving xds=\S+:(\d+)", STARTUP)
-        self.xds_port = int(m.group(1))
+        m = self.xds.wait_for(r"extproc xds serving xds=\S+:(\d+) metrics=\S+:(\d+)", STARTUP)
+        self.xds_port, self.xds_metrics_port = int(m.group(1)), int(m.group(2))
+
+    def xds_metric(self, prefix: str) -> float:
+        """The sum of the xDS server's samples whose line starts with `prefix`."""
+        text = request(f"http://127.0.0.1:{self.xds_metrics_port}", "/metrics", method="GET").body
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.decode().splitlines()
+            if line.startswith(prefix)
+        )
 
     def stop_xds(self) -> None:
         if self.xds is not None:

@@ -46,6 +46,11 @@ def test_picker_down_fail_open_serves_fail_close_refuses_then_picker_returns(
 
     # The picker's destination is honoured.
     assert set(_pods(envoy)) == {picked}
+    # The xDS server's metrics: one Envoy, which accepted the cluster, endpoints and route.
+    assert stack.xds_metric("extproc_xds_streams") == 1
+    for kind in ("Cluster", "ClusterLoadAssignment", "RouteConfiguration"):
+        assert stack.xds_metric(f'extproc_xds_acks_total{{type="{kind}"}}') >= 1, kind
+    assert stack.xds_metric("extproc_xds_nacks_total") == 0
 
     port = stack.picker_port
     stack.stop_picker()

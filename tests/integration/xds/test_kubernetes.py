@@ -70,7 +70,7 @@ class Stack:
         argv = [
             sys.executable, "-m", "extproc", "xds", "--pool-name", POOL, "--pool-namespace",
             "default", "--kubeconfig", str(kubeconfig), "--host", "127.0.0.1", "--port", "0",
-            "--cluster-mode", self.mode,
+            "--metrics-port", "0", "--cluster-mode", self.mode,
         ]  # fmt: skip
         self.xds = ManagedProcess("xds", argv, self.dir / "xds.log")
         port = int(self.xds.wait_for(r"extproc xds serving xds=\S+:(\d+)", STARTUP).group(1))

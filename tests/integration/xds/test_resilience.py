@@ -128,6 +128,7 @@ def test_nacked_update_is_logged_and_traffic_is_unaffected(stack: XdsStack) -> N
         assert len(records.find("update_rejected")) == 1  # not resent in a loop
         # The cluster and the route, then the rejected cluster.
         assert len(records.find("update_sent")) == 3
+        assert xds.app.servicer.counts.rejected == {CLUSTER_TYPE: 1}
         assert envoy.max_requests(POOL) == 2
         assert envoy.clusters()[POOL] == good_version
         assert [send(envoy.url).status for _ in range(3)] == [200, 200, 200]

@@ -5,9 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from envoy_data_plane.envoy.config.core.v3 import Node
+from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest
+from envoy_data_plane.google.rpc import Status
 
 from extproc.config.static import StaticConfig, parse_static_config
 from extproc.envoyconf.policy import TARGET_GROUPS
+from extproc.xds.cache import ResourceCache
+from extproc.xds.resources import CLUSTER_TYPE, build_resources
 from tests.unit.config.test_static import POOL
 from tests.unit.k8s.builders import POOL as K8S_POOL
 
@@ -75,3 +80,29 @@ def make_policy(
         },
         "status": {"ancestors": []},
     }
+
+
+def served_cache(mode: str = "pool", **breaker: int) -> ResourceCache:
+    """A cache serving two endpoints' resources in `mode`."""
+    cache = ResourceCache()
+    cache.update(build_resources(make_config("10.0.0.1:8000", "10.0.0.2:8000", **breaker), mode))  # type: ignore[arg-type]
+    return cache
+
+
+def discovery_request(
+    type_url: str = CLUSTER_TYPE,
+    *,
+    version: str = "",
+    nonce: str = "",
+    names: tuple[str, ...] = (),
+    error: str = "",
+) -> DiscoveryRequest:
+    """What Envoy sends: a subscription, an ACK (`nonce`) or a NACK (`nonce` and `error`)."""
+    return DiscoveryRequest(
+        version_info=version,
+        node=Node(id="envoy-1"),
+        resource_names=list(names),
+        type_url=type_url,
+        response_nonce=nonce,
+        error_detail=Status(code=3, message=error) if error else None,
+    )

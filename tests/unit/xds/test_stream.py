@@ -10,40 +10,13 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
-from envoy_data_plane.envoy.config.core.v3 import Node
-from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, DiscoveryResponse
-from envoy_data_plane.google.rpc import Status
+from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryResponse
 
-from extproc.xds.cache import ResourceCache
 from extproc.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, build_resources
 from extproc.xds.server import AdsServicer
 from extproc.xds.stream import AdsStream
 
-from .builders import make_config
-
-
-def _cache(mode: str = "pool", **breaker: int) -> ResourceCache:
-    cache = ResourceCache()
-    cache.update(build_resources(make_config("10.0.0.1:8000", "10.0.0.2:8000", **breaker), mode))  # type: ignore[arg-type]
-    return cache
-
-
-def _req(
-    type_url: str = CLUSTER_TYPE,
-    *,
-    version: str = "",
-    nonce: str = "",
-    names: tuple[str, ...] = (),
-    error: str = "",
-) -> DiscoveryRequest:
-    return DiscoveryRequest(
-        version_info=version,
-        node=Node(id="envoy-1"),
-        resource_names=list(names),
-        type_url=type_url,
-        response_nonce=nonce,
-        error_detail=Status(code=3, message=error) if error else None,
-    )
+from .builders import discovery_request, make_config, served_cache
 
 
 def _names(resp: DiscoveryResponse) -> list[str]:
@@ -52,22 +25,22 @@ def _names(resp: DiscoveryResponse) -> list[str]:
 
 
 def test_initial_request_gets_current_version_and_ack_gets_nothing() -> None:
-    cache = _cache(maxParallelRequests=1)
+    cache = served_cache(maxParallelRequests=1)
     stream = AdsStream(cache)
-    (resp,) = stream.on_request(_req())
+    (resp,) = stream.on_request(discovery_request())
     assert resp.version_info == cache.versions()[CLUSTER_TYPE]
     assert resp.nonce and resp.type_url == CLUSTER_TYPE
     assert _names(resp) == ["inference-pool"]
-    assert stream.on_request(_req(version=resp.version_info, nonce=resp.nonce)) == []
+    assert stream.on_request(discovery_request(version=resp.version_info, nonce=resp.nonce)) == []
     assert stream.types[CLUSTER_TYPE].acked_version == resp.version_info
     assert stream.node_id == "envoy-1"
 
 
 def test_change_is_pushed_with_new_version_and_nonce() -> None:
-    cache = _cache(maxParallelRequests=1)
+    cache = served_cache(maxParallelRequests=1)
     stream = AdsStream(cache)
-    (first,) = stream.on_request(_req())
-    stream.on_request(_req(version=first.version_info, nonce=first.nonce))
+    (first,) = stream.on_request(discovery_request())
+    stream.on_request(discovery_request(version=first.version_info, nonce=first.nonce))
     changed = cache.update(
         build_resources(make_config("10.0.0.1:8000", maxParallelRequests=3), "pool")
     )
@@ -86,15 +59,15 @@ def test_change_is_pushed_with_new_version_and_nonce() -> None:
 def test_nack_is_logged_and_the_rejected_version_is_not_resent(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cache = _cache(maxParallelRequests=1)
+    cache = served_cache(maxParallelRequests=1)
     stream = AdsStream(cache)
-    (good,) = stream.on_request(_req())
-    stream.on_request(_req(version=good.version_info, nonce=good.nonce))
+    (good,) = stream.on_request(discovery_request())
+    stream.on_request(discovery_request(version=good.version_info, nonce=good.nonce))
     cache.update(build_resources(make_config("10.0.0.1:8000", maxParallelRequests=5), "pool"))
     (bad,) = stream.on_change([CLUSTER_TYPE])
     with caplog.at_level(logging.WARNING, logger="extproc.xds.stream"):
         out = stream.on_request(
-            _req(
+            discovery_request(
                 version=good.version_info,
                 nonce=bad.nonce,
                 error="Proto constraint validation failed",
@@ -117,28 +90,34 @@ def test_nack_is_logged_and_the_rejected_version_is_not_resent(
 
 
 def test_stale_nonce_is_ignored() -> None:
-    cache = _cache(maxParallelRequests=1)
+    cache = served_cache(maxParallelRequests=1)
     stream = AdsStream(cache)
-    (first,) = stream.on_request(_req())
+    (first,) = stream.on_request(discovery_request())
     cache.update(build_resources(make_config("10.0.0.1:8000", maxParallelRequests=2), "pool"))
     (second,) = stream.on_change([CLUSTER_TYPE])
     # Envoy's ACK of the first response arrives after we sent the second.
-    assert stream.on_request(_req(version=first.version_info, nonce=first.nonce)) == []
+    assert stream.on_request(discovery_request(version=first.version_info, nonce=first.nonce)) == []
     assert stream.types[CLUSTER_TYPE].acked_version == ""
-    assert stream.on_request(_req(version=second.version_info, nonce=second.nonce)) == []
+    assert (
+        stream.on_request(discovery_request(version=second.version_info, nonce=second.nonce)) == []
+    )
     assert stream.types[CLUSTER_TYPE].acked_version == second.version_info
 
 
 def test_types_are_independent_and_eds_sends_only_subscribed_names() -> None:
-    cache = _cache("fail-open")
+    cache = served_cache("fail-open")
     stream = AdsStream(cache)
-    (cds,) = stream.on_request(_req(CLUSTER_TYPE))
-    (eds,) = stream.on_request(_req(ENDPOINT_TYPE, names=("inference-pool",)))
+    (cds,) = stream.on_request(discovery_request(CLUSTER_TYPE))
+    (eds,) = stream.on_request(discovery_request(ENDPOINT_TYPE, names=("inference-pool",)))
     assert _names(eds) == ["inference-pool"]
     # ACK both; NACK state of one type does not touch the other.
-    stream.on_request(_req(CLUSTER_TYPE, version=cds.version_info, nonce=cds.nonce, error="bad"))
     stream.on_request(
-        _req(ENDPOINT_TYPE, version=eds.version_info, nonce=eds.nonce, names=("inference-pool",))
+        discovery_request(CLUSTER_TYPE, version=cds.version_info, nonce=cds.nonce, error="bad")
+    )
+    stream.on_request(
+        discovery_request(
+            ENDPOINT_TYPE, version=eds.version_info, nonce=eds.nonce, names=("inference-pool",)
+        )
     )
     assert stream.types[CLUSTER_TYPE].rejected_version == cds.version_info
     assert stream.types[ENDPOINT_TYPE].acked_version == eds.version_info
@@ -149,7 +128,9 @@ def test_types_are_independent_and_eds_sends_only_subscribed_names() -> None:
     assert resp.type_url == ENDPOINT_TYPE
     # A subscription to an unknown name gets an empty answer, not the other resources.
     (none,) = stream.on_request(
-        _req(ENDPOINT_TYPE, version=resp.version_info, nonce=resp.nonce, names=("other",))
+        discovery_request(
+            ENDPOINT_TYPE, version=resp.version_info, nonce=resp.nonce, names=("other",)
+        )
     )
     assert none.resources == []
 
@@ -157,22 +138,22 @@ def test_types_are_independent_and_eds_sends_only_subscribed_names() -> None:
 def test_reconnect_with_a_known_version_is_answered() -> None:
     # After a server restart Envoy sends its last version with no nonce: answer it (same
     # content hashes to the same version, so Envoy sees nothing new).
-    cache = _cache(maxParallelRequests=1)
+    cache = served_cache(maxParallelRequests=1)
     version = cache.versions()[CLUSTER_TYPE]
-    (resp,) = AdsStream(cache).on_request(_req(version=version))
+    (resp,) = AdsStream(cache).on_request(discovery_request(version=version))
     assert resp.version_info == version
 
 
 def test_unsubscribed_type_is_not_pushed() -> None:
-    cache = _cache("fail-open")
+    cache = served_cache("fail-open")
     stream = AdsStream(cache)
-    stream.on_request(_req(CLUSTER_TYPE))
+    stream.on_request(discovery_request(CLUSTER_TYPE))
     changed = cache.update(build_resources(make_config("10.0.0.9:8000"), "fail-open"))
     assert [r.type_url for r in stream.on_change(changed)] == []  # EDS never requested
 
 
 async def test_servicer_over_a_fake_stream() -> None:
-    cache = _cache(maxParallelRequests=1)
+    cache = served_cache(maxParallelRequests=1)
     servicer = AdsServicer(cache)
     inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
     sent: list[DiscoveryResponse] = []
@@ -192,9 +173,9 @@ async def test_servicer_over_a_fake_stream() -> None:
         return sent[-1]
 
     task = asyncio.create_task(servicer.stream(requests(), send))
-    inbox.put_nowait(bytes(_req()))
+    inbox.put_nowait(bytes(discovery_request()))
     first = await next_response()
-    inbox.put_nowait(bytes(_req(version=first.version_info, nonce=first.nonce)))
+    inbox.put_nowait(bytes(discovery_request(version=first.version_info, nonce=first.nonce)))
     await asyncio.sleep(0.05)
     assert len(sent) == 1  # the ACK is not answered
     cache.update(build_resources(make_config("10.0.0.1:8000", maxParallelRequests=4), "pool"))
@@ -212,17 +193,19 @@ async def test_servicer_over_a_fake_stream() -> None:
 def test_repeated_acked_nonce_is_a_resubscription_and_is_answered_once() -> None:
     # A CDS update sends the EDS cluster back to warming; Envoy asks for its endpoints again
     # with the nonce it already ACKed and waits for an answer.
-    cache = _cache("fail-open")
+    cache = served_cache("fail-open")
     stream = AdsStream(cache)
     names = ("inference-pool",)
-    (eds,) = stream.on_request(_req(ENDPOINT_TYPE, names=names))
-    ack = _req(ENDPOINT_TYPE, version=eds.version_info, nonce=eds.nonce, names=names)
+    (eds,) = stream.on_request(discovery_request(ENDPOINT_TYPE, names=names))
+    ack = discovery_request(ENDPOINT_TYPE, version=eds.version_info, nonce=eds.nonce, names=names)
     assert stream.on_request(ack) == []
     (again,) = stream.on_request(ack)
     assert again.version_info == eds.version_info and again.nonce != eds.nonce
     assert (
         stream.on_request(
-            _req(ENDPOINT_TYPE, version=again.version_info, nonce=again.nonce, names=names)
+            discovery_request(
+                ENDPOINT_TYPE, version=again.version_info, nonce=again.nonce, names=names
+            )
         )
         == []
     )
