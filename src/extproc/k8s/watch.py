@@ -9,7 +9,10 @@ watch blocks for minutes and would starve the loop's small default executor.
 
 Recovery: a watch that ends normally (server timeout) resumes from the last resourceVersion
 seen (events and bookmarks); HTTP 410 Gone, or an ERROR event with code 410, means that
-version was compacted: list again. Any other failure (connection refused or dropped, 5xx,
+version was compacted: list again. HTTP 404 means the API server does not serve the
+collection (its CRD is not installed, e.g. BackendTrafficPolicy without Envoy Gateway): the
+handler gets an empty list, so that its consumers start, and the list is retried with backoff
+until the CRD appears. Any other failure (connection refused or dropped, 5xx,
 bad JSON) waits with exponential backoff and jitter, capped, then watches again from the
 last resourceVersion (a failed list is retried the same way). `stop()` shuts the socket of
 the open watch down, so the thread exits at once instead of at the next read timeout.
@@ -32,6 +35,7 @@ from extproc.logs import get_logger
 log = get_logger(__name__)
 
 GONE = 410
+NOT_FOUND = 404
 # A watch that ends this soon without delivering anything counts as a failure (no hot loop).
 _MIN_HEALTHY_WATCH_S = 1.0
 
@@ -100,11 +104,13 @@ class ListWatch:
     def _run(self) -> None:
         delay = self._settings.backoff
         version = ""
+        missing = False  # the collection answered 404 and the handler holds an empty list
         while not self._stop.is_set():
             try:
                 if not version:
                     version = self._list()
                     delay = self._settings.backoff
+                    missing = False
                 version, healthy = self._watch(version)
                 if healthy:
                     delay = self._settings.backoff
@@ -118,6 +124,15 @@ class ListWatch:
             except ApiError as exc:
                 if self._stop.is_set():
                     return
+                if exc.status == NOT_FOUND:
+                    version = ""  # list again once it is served
+                    if not missing:
+                        missing = True
+                        log.warning("collection_not_served", resource=self._name, path=self._path)
+                        try:
+                            self._post(self._handler.replace, [])
+                        except _Stopped:
+                            return
                 wait = delay * random.uniform(0.8, 1.2)
                 log.warning(
                     "watch_failed", resource=self._name, error=str(exc), retry_in=round(wait, 3)

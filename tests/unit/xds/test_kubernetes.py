@@ -207,6 +207,22 @@ async def test_the_routes_failure_mode_follows_the_pools_extension_ref(
     assert failure_mode_allow(w.cache) is False
 
 
+async def test_without_the_policy_crd_the_pool_is_served_with_default_thresholds(
+    apiserver: FakeApiServer, start_watcher: StartWatcher
+) -> None:
+    # A standalone Envoy without Envoy Gateway: backendtrafficpolicies answers 404 until its
+    # CRD is installed. The clusters must not wait for it.
+    apiserver.fail_next[POLICY_RESOURCE] = [404] * 10_000
+    apiserver.put("inferencepools", make_pool())
+    apiserver.put("pods", make_pod("p1", "10.0.0.1"))
+    w = await start_watcher("pool")
+    assert max_requests(w.cache) == DEFAULT_MAX_REQUESTS
+    # The CRD is installed and a policy created: it applies once the list is retried.
+    apiserver.fail_next[POLICY_RESOURCE].clear()
+    apiserver.put(POLICY_RESOURCE, make_policy(maxParallelRequests=2))
+    await wait_max_requests(w, 2)
+
+
 async def test_policy_create_update_delete(
     apiserver: FakeApiServer, start_watcher: StartWatcher
 ) -> None:
