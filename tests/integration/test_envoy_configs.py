@@ -44,6 +44,20 @@ def test_rendered_variants_validate(tmp_path: Path, params: BootstrapParams) -> 
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.integration
+def test_kubernetes_standalone_bootstrap_validates(tmp_path: Path) -> None:
+    (config_map,) = yaml.safe_load_all(
+        (ROOT / "manifests" / "xds" / "envoy-bootstrap.yaml").read_text()
+    )
+    config = tmp_path / "envoy.yaml"
+    config.write_text(config_map["data"]["envoy.yaml"])
+    out = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(config), "--log-level", "error"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_shipped_files_match_the_builder() -> None:
     from extproc.tools import gen_envoy
 
