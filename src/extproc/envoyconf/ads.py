@@ -40,7 +40,8 @@ NODE_CLUSTER = "inference-gateway"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdsBootstrapParams:
-    # Its route settings do not apply: the route comes from the xDS server.
+    # Its route settings do not apply: the route comes from the xDS server
+    # (`extproc xds --route-timeout`).
     base: BootstrapParams = field(default_factory=BootstrapParams)
     cluster_mode: ClusterMode = "pool"
     xds_host: str = "127.0.0.1"

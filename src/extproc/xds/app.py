@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from extproc.envoyconf.ads import DEFAULT_XDS_PORT, ClusterMode
+from extproc.envoyconf.bootstrap import ROUTE_TIMEOUT_S
 from extproc.errors import ConfigError
 from extproc.k8s.settings import KubernetesSettings
 from extproc.logs import get_logger
@@ -52,6 +53,8 @@ class XdsConfig:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     # Prometheus `/metrics` (0: a free port); None: not served.
     metrics_port: int | None = None
+    # The route's upstream timeout: the longest completion Envoy waits for.
+    route_timeout_s: int = ROUTE_TIMEOUT_S
 
 
 class XdsApp:
@@ -80,8 +83,9 @@ class XdsApp:
             raise ConfigError("exactly one configuration source: --config FILE or --pool-name NAME")
         if cfg.config_file is not None:
             watcher = ConfigWatcher(
-                cfg.config_file, cfg.cluster_mode, self.cache, cfg.poll_interval
-            )
+                cfg.config_file, cfg.cluster_mode, self.cache, cfg.poll_interval,
+                route_timeout_s=cfg.route_timeout_s,
+            )  # fmt: skip
             watcher.load()
             self.watcher = watcher
             return
@@ -94,6 +98,7 @@ class XdsApp:
         self.watcher = KubernetesWatcher(
             self._api_client, pool_name=k8s.pool_name, namespace=k8s.namespace,
             route_name=cfg.route_name, mode=cfg.cluster_mode, cache=self.cache, watch=k8s.watch,
+            route_timeout_s=cfg.route_timeout_s,
         )  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -15,6 +15,7 @@ from extproc.cli_common import (
     run_until_signalled,
 )
 from extproc.envoyconf.ads import CLUSTER_MODES, DEFAULT_XDS_PORT
+from extproc.envoyconf.bootstrap import ROUTE_TIMEOUT_S
 from extproc.errors import ConfigError
 from extproc.k8s.settings import KubernetesSettings, default_namespace
 from extproc.xds import DEFAULT_HOST, DEFAULT_METRICS_PORT, DEFAULT_POLL_INTERVAL
@@ -68,6 +69,14 @@ def register(sub: Any) -> None:
         "per ip:port; fail-open: EDS + override_host (default: %(default)s)",
     )
     p.add_argument(
+        "--route-timeout",
+        type=int,
+        default=ROUTE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="upstream timeout of the route served to Envoy: the longest completion it waits "
+        "for (default: %(default)s)",
+    )
+    p.add_argument(
         "--poll-interval",
         type=float,
         default=DEFAULT_POLL_INTERVAL,
@@ -86,6 +95,9 @@ def _run(args: argparse.Namespace) -> int:
     if not args.poll_interval > 0:
         print("extproc xds: --poll-interval must be positive", file=sys.stderr)
         return 2
+    if args.route_timeout < 1:
+        print("extproc xds: --route-timeout must be at least 1 second", file=sys.stderr)
+        return 2
     try:
         kubernetes = kubernetes_settings(args)
     except UsageError as exc:
@@ -99,6 +111,7 @@ def _run(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             metrics_port=args.metrics_port,
+            route_timeout_s=args.route_timeout,
             cluster_mode=args.cluster_mode,
             poll_interval=args.poll_interval,
         )

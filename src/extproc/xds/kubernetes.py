@@ -21,6 +21,7 @@ from typing import Any
 
 from extproc.datastore import Datastore
 from extproc.envoyconf.ads import ClusterMode
+from extproc.envoyconf.bootstrap import ROUTE_TIMEOUT_S
 from extproc.envoyconf.policy import policy_for_pool
 from extproc.k8s.policies import PolicySource
 from extproc.k8s.settings import WatchSettings
@@ -45,8 +46,10 @@ class KubernetesWatcher:
         mode: ClusterMode,
         cache: ResourceCache,
         watch: WatchSettings | None = None,
+        route_timeout_s: int = ROUTE_TIMEOUT_S,
     ) -> None:
         self.pool_name = pool_name
+        self.route_timeout_s = route_timeout_s
         self.namespace = namespace
         self.route_name = route_name
         self.mode = mode
@@ -86,7 +89,10 @@ class KubernetesWatcher:
         policy = policy_for_pool(policies, self.pool_name, self.route_name)
         endpoints = self.datastore.endpoints()
         failure = failure_mode(self.datastore.pool())
-        resources = resources_for(breaker_spec(policy), endpoints, self.mode, failure)
+        resources = resources_for(
+            breaker_spec(policy), endpoints, self.mode, failure,
+            route_timeout_s=self.route_timeout_s,
+        )  # fmt: skip
         changed = self.cache.update(resources)
         if changed or not self.synced.is_set():
             log.info(

@@ -113,10 +113,15 @@ Resources = dict[str, dict[str, Any]]
 log = get_logger(__name__)
 
 
-def build_resources(config: StaticConfig, mode: ClusterMode) -> Resources:
+def build_resources(
+    config: StaticConfig, mode: ClusterMode, *, route_timeout_s: int = ROUTE_TIMEOUT_S
+) -> Resources:
     """Every resource type of `mode` (an empty dict for a type means "no resources")."""
     policy = policy_for_pool(config.policies, config.pool.name)
-    return resources_for(breaker_spec(policy), config.endpoints, mode, failure_mode(config.pool))
+    return resources_for(
+        breaker_spec(policy), config.endpoints, mode, failure_mode(config.pool),
+        route_timeout_s=route_timeout_s,
+    )  # fmt: skip
 
 
 def failure_mode(pool: InferencePool | None) -> FailureMode:
@@ -135,10 +140,12 @@ def resources_for(
     endpoints: tuple[Endpoint, ...],
     mode: ClusterMode,
     failure: FailureMode = "FailClose",
+    *,
+    route_timeout_s: int = ROUTE_TIMEOUT_S,
 ) -> Resources:
     """The resources of `mode` for these endpoints, thresholds and failure mode (file and
-    Kubernetes modes)."""
-    routes = {ROUTE_NAME: Any.pack(route_configuration(mode, failure))}
+    Kubernetes modes); `route_timeout_s` bounds each upstream request (completions are long)."""
+    routes = {ROUTE_NAME: Any.pack(route_configuration(mode, failure, route_timeout_s))}
     if mode == "pool":
         return {CLUSTER_TYPE: _named([pool_cluster(spec)]), ROUTE_TYPE: routes}
     if mode == "per-endpoint":
@@ -152,10 +159,12 @@ def resources_for(
     }
 
 
-def route_configuration(mode: ClusterMode, failure: FailureMode) -> RouteConfiguration:
+def route_configuration(
+    mode: ClusterMode, failure: FailureMode, timeout_s: int = ROUTE_TIMEOUT_S
+) -> RouteConfiguration:
     """Every request to the mode's cluster(s); the ext_proc filter may let requests through
     without the picker (`failure_mode_allow`) only where the cluster can balance on its own."""
-    action = RouteAction(timeout=datetime.timedelta(seconds=ROUTE_TIMEOUT_S))
+    action = RouteAction(timeout=datetime.timedelta(seconds=timeout_s))
     if mode == "per-endpoint":
         action.cluster_header = DESTINATION_HEADER  # chosen again after the picker's answer
     else:

@@ -14,6 +14,7 @@ from pathlib import Path
 from extproc.config.reload import FileChanges
 from extproc.config.static import StaticConfig, load_static_config
 from extproc.envoyconf.ads import ClusterMode
+from extproc.envoyconf.bootstrap import ROUTE_TIMEOUT_S
 from extproc.errors import ConfigError
 from extproc.logs import get_logger
 from extproc.xds import DEFAULT_POLL_INTERVAL
@@ -30,9 +31,11 @@ class ConfigWatcher:
         mode: ClusterMode,
         cache: ResourceCache,
         interval: float = DEFAULT_POLL_INTERVAL,
+        route_timeout_s: int = ROUTE_TIMEOUT_S,
     ) -> None:
         self.path = path
         self.mode = mode
+        self.route_timeout_s = route_timeout_s
         self.cache = cache
         self.interval = interval
         self.config: StaticConfig | None = None
@@ -70,7 +73,9 @@ class ConfigWatcher:
 
     def _publish(self, config: StaticConfig) -> bool:
         self.config = config
-        changed = self.cache.update(build_resources(config, self.mode))
+        changed = self.cache.update(
+            build_resources(config, self.mode, route_timeout_s=self.route_timeout_s)
+        )
         log.info(
             "config_loaded", file=str(self.path), mode=self.mode, endpoints=len(config.endpoints),
             policies=len(config.policies), changed=short_types(changed),

@@ -66,3 +66,10 @@ def test_kubernetes_flags_need_pool_name(argv: list[str], message: str) -> None:
 def test_app_needs_exactly_one_source() -> None:
     with pytest.raises(ConfigError, match="exactly one configuration source"):
         XdsApp(XdsConfig()).load()
+
+
+def test_route_timeout_and_metrics_port_flags() -> None:
+    args = parse("--config", "f")
+    assert (args.route_timeout, args.metrics_port) == (600, 9091)
+    args = parse("--config", "f", "--route-timeout", "3600", "--metrics-port", "0")
+    assert (args.route_timeout, args.metrics_port) == (3600, 0)

@@ -164,3 +164,9 @@ def test_the_routes_ext_proc_failure_mode_follows_the_pool(
     per_route = route.typed_per_filter_config["envoy.filters.http.ext_proc"].unpack()
     assert isinstance(per_route, ExtProcPerRoute) and per_route.overrides is not None
     assert per_route.overrides.failure_mode_allow is allow
+
+
+def test_the_route_timeout_is_configurable() -> None:
+    resources = build_resources(make_config("10.0.0.1:8000"), "pool", route_timeout_s=3600)
+    (route,) = _route(resources).virtual_hosts[0].routes
+    assert route.route is not None and route.route.timeout == datetime.timedelta(hours=1)
