@@ -195,10 +195,17 @@ def test_rbac_is_exactly_least_privilege() -> None:
 
 # --- security and resources ---------------------------------------------------------------------
 
-WORKLOADS = [("picker", _picker_deployment()), ("sim", _sim_app())]
+XDS_DOCS = docs_in(MANIFESTS / "xds")
+# Workloads running our image (its user), and everything that must be hardened.
+WORKLOADS = [
+    ("picker", _picker_deployment()),
+    ("sim", _sim_app()),
+    ("xds", find(XDS_DOCS, "Deployment", "extproc-xds")),
+]
+HARDENED = [*WORKLOADS, ("envoy", find(XDS_DOCS, "Deployment", "inference-gateway-envoy"))]
 
 
-@pytest.mark.parametrize("deployment", [d for _, d in WORKLOADS], ids=[i for i, _ in WORKLOADS])
+@pytest.mark.parametrize("deployment", [d for _, d in HARDENED], ids=[i for i, _ in HARDENED])
 def test_workloads_are_hardened(deployment: Doc) -> None:
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
