@@ -75,6 +75,7 @@ class XdsApp:
         self.port = 0
         self.metrics_port = 0
         self.listening = asyncio.Event()
+        self._ready_task: asyncio.Task[None] | None = None
 
     def load(self) -> None:
         """Read the config file, or prepare the Kubernetes client (nothing is listed yet)."""
@@ -146,7 +147,8 @@ class XdsApp:
     def _published(self, _: list[str]) -> None:
         """The first publication makes the server ready (later ones change nothing)."""
         self.cache.unsubscribe(self._published)
-        asyncio.get_running_loop().create_task(self._set_serving(True))
+        # Held until done: the loop keeps only a weak reference to a task.
+        self._ready_task = asyncio.get_running_loop().create_task(self._set_serving(True))
 
     async def _set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else _NOT_SERVING
