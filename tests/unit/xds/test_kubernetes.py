@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.envoyconf.ads import ClusterMode
 from extproc.envoyconf.bootstrap import POOL_CLUSTER, CircuitBreaker
@@ -318,6 +320,37 @@ async def test_route_policies(
 
     apiserver.put(POLICY_RESOURCE, make_policy("direct", maxParallelRequests=2))
     await wait_max_requests(w, 2)  # a policy on the InferencePool beats one on the route
+
+
+async def test_app_is_ready_once_it_has_published(apiserver: FakeApiServer, tmp_path: Path) -> None:
+    apiserver.put("inferencepools", make_pool())
+    apiserver.fail_next[POLICY_RESOURCE] = [500] * 10_000  # the policies cannot be listed yet
+    kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
+    app = XdsApp(
+        XdsConfig(
+            kubernetes=KubernetesSettings(pool_name=POOL, kubeconfig=kubeconfig, watch=FAST_WATCH),
+            port=0,
+        )
+    )
+    app.load()
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    try:
+        await asyncio.wait_for(app.listening.wait(), 5)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check
+            request = health_pb2.HealthCheckRequest(service="")
+            assert (await check(request)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            apiserver.fail_next[POLICY_RESOURCE].clear()
+            await eventually(lambda: max_requests(app.cache) is not None, what="published")
+            for _ in range(100):  # the status is set by a task the publication starts
+                if (await check(request)).status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+                await asyncio.sleep(0.01)
+            assert (await check(request)).status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
 
 
 async def test_app_in_kubernetes_mode_serves_and_stops(
