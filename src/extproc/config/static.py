@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from extproc.api import v1alpha2 as api
-from extproc.config.strict import Fields
+from extproc.config.strict import Fields, load_yaml_all
 from extproc.endpoints import Endpoint, parse_address
 from extproc.envoyconf.policy import (
     POLICY_API_VERSION,
@@ -67,7 +67,7 @@ def load_static_config(path: Path) -> StaticConfig:
 
 def parse_static_config(text: str, source: str) -> StaticConfig:
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = [d for d in load_yaml_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
 

@@ -2,13 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
+
+import yaml
 
 from extproc.errors import ConfigError
 
 T = TypeVar("T")
 _MISSING: Any = object()
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of duplicate keys; a configuration must not say a thing twice."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"found duplicate key {key!r}", key_node.start_mark,
+                )  # fmt: skip
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """One YAML document; duplicate keys are errors (yaml.YAMLError, with the line)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def load_yaml_all(text: str) -> Iterator[Any]:
+    """Every document of a multi-document YAML text, as `load_yaml`."""
+    return yaml.load_all(text, Loader=_UniqueKeyLoader)
 
 
 class Fields:
@@ -59,9 +92,21 @@ class Fields:
                 raise ConfigError(f"{self.where}.{key}: {value} is above the maximum {hi}")
         return value
 
-    def number(self, key: str, default: Any = _MISSING) -> Any:
+    def number(
+        self, key: str, default: Any = _MISSING, *, lo: float | None = None, hi: float | None = None
+    ) -> Any:
+        """A finite number (NaN and infinities are never valid settings), within [lo, hi]."""
         value = self._get(key, (int, float), default)
-        return float(value) if value is not None else value
+        if value is None:
+            return value
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{self.where}.{key}: must be a finite number, got {value}")
+        if lo is not None and value < lo:
+            raise ConfigError(f"{self.where}.{key}: {value:g} is below the minimum {lo:g}")
+        if hi is not None and value > hi:
+            raise ConfigError(f"{self.where}.{key}: {value:g} is above the maximum {hi:g}")
+        return value
 
     def boolean(self, key: str, default: Any = _MISSING) -> Any:
         return self._get(key, bool, default)

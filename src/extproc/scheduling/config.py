@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from extproc.config.strict import Fields
+from extproc.config.strict import Fields, load_yaml
 from extproc.errors import ConfigError
 from extproc.scheduling.registry import REGISTRY
 from extproc.scheduling.saturation import (
@@ -59,7 +59,7 @@ def parse_config(text: str, source: str) -> EndpointPickerConfig:
 
     Plugin parameters are checked when the plugins are built (`instantiate`)."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     top = Fields(data, source)
@@ -75,7 +75,7 @@ def parse_config(text: str, source: str) -> EndpointPickerConfig:
     if sat is not None:
         saturation = SaturationConfig(
             queue_threshold=sat.integer("queueDepthThreshold", DEFAULT_QUEUE_THRESHOLD, lo=0),
-            kv_threshold=sat.number("kvCacheUtilThreshold", DEFAULT_KV_THRESHOLD),
+            kv_threshold=sat.number("kvCacheUtilThreshold", DEFAULT_KV_THRESHOLD, lo=0.0, hi=1.0),
             shed_without_metrics=sat.boolean("shedWithoutMetrics", DEFAULT_SHED_WITHOUT_METRICS),
         )
         sat.done()
@@ -123,9 +123,7 @@ def _profiles(items: list[Any], source: str, names: set[str]) -> tuple[ProfileSp
             r.where = f"{f.where}: plugins[{j}] ({ref})"
             if ref not in names:
                 raise ConfigError(f"{r.where}: pluginRef {ref!r} names no plugin in `plugins`")
-            weight = r.number("weight", None)
-            if weight is not None and not weight >= 0.0:
-                raise ConfigError(f"{r.where}.weight: must be a number ≥ 0, got {weight}")
+            weight = r.number("weight", None, lo=0.0)
             r.done()
             refs.append(PluginRef(plugin_ref=ref, weight=weight, where=r.where))
         f.done()

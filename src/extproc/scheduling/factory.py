@@ -55,7 +55,7 @@ def build_profile(
     max-score-picker), plus the post-pick hooks among its plugins."""
     filters: list[Filter] = []
     scorers: list[WeightedScorer] = []
-    pickers: list[Picker] = []
+    picker: Picker | None = None
     hooks: list[PostPick] = []
     for ref in spec.plugins:
         plugin = plugins[ref.plugin_ref]
@@ -67,12 +67,19 @@ def build_profile(
             weight = DEFAULT_WEIGHT if ref.weight is None else ref.weight
             scorers.append(WeightedScorer(plugin, weight))
         elif isinstance(plugin, Picker):
-            pickers.append(plugin)
-        if isinstance(plugin, PostPick) and plugin not in hooks:
-            hooks.append(plugin)
-    if len(pickers) > 1:
-        raise ConfigError(f"{spec.plugins[0].where}: profile {spec.name!r} has several pickers")
-    picker = pickers[0] if pickers else MaxScorePicker("max-score-picker", rng)
+            if picker is not None:
+                raise ConfigError(
+                    f"{ref.where}: a second picker in profile {spec.name!r} "
+                    f"(it has {picker.name!r} already)"
+                )
+            picker = plugin
+        # A plugin's post-pick hooks run whenever it is in the profile, and so do those of the
+        # plugins it reads (prefill-scorer's prefix index learns even if its scorer is absent).
+        for hooked in (*plugin.dependencies(), plugin):
+            if isinstance(hooked, PostPick) and hooked not in hooks:
+                hooks.append(hooked)
+    if picker is None:
+        picker = MaxScorePicker("max-score-picker", rng)
     profile = SchedulingProfile(
         spec.name, filters=filters, scorers=scorers, picker=picker, metrics=metrics
     )
@@ -105,6 +112,9 @@ def build_scheduler(
         if not found:
             raise ConfigError(f"{parsed.source}: no scheduling profile named {profile!r}")
         spec = found[0]
+    for other in parsed.profiles:  # every profile is checked, not only the one in use
+        if other is not spec:
+            build_profile(other, plugins, rng)
     built, hooks = build_profile(spec, plugins, rng, metrics)
     scheduler = Scheduler(
         endpoints=datastore.endpoints,

@@ -25,6 +25,10 @@ class Plugin:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def dependencies(self) -> Sequence[Plugin]:
+        """Other plugins this one reads (their post-pick hooks must run with it)."""
+        return ()
+
 
 class Filter(Plugin, ABC):
     @abstractmethod

@@ -61,6 +61,8 @@ class StepClock:
         if steps is None:
             self._steps[address] = _Steps(now)
             return
+        if now < steps.last_chunk:  # an injected clock that went back: not a step boundary
+            return
         if now - steps.last_chunk < SAME_STEP_S:  # the same burst
             steps.last_chunk = now
             return

@@ -74,6 +74,7 @@ def test_full_document_set() -> None:
         pytest.param([POOL, ENDPOINTS.replace('"10.0.0.2"', '"10.0.0.1:9000"')], r"duplicate endpoint", id="duplicate-endpoint"),
         pytest.param([POOL.replace("InferencePool\n", "InferencePoool\n")], r"unsupported kind 'InferencePoool'", id="typo-kind"),
         pytest.param(["key: [unclosed"], r"not valid YAML", id="bad-yaml"),
+        pytest.param([POOL.replace("  selector", "  targetPortNumber: 9000\n  selector")], r"found duplicate key 'targetPortNumber'", id="duplicate-key"),
         pytest.param(["- a list"], r"document 1: expected a mapping", id="not-a-mapping"),
     ],
 )  # fmt: skip

@@ -67,7 +67,7 @@ def test_load_from_path(tmp_path: Path) -> None:
         pytest.param(
             HEAD + "plugins:\n- type: queue-scorer\nschedulingProfiles:\n- name: p\n  plugins:\n"
             "  - {pluginRef: queue-scorer, weight: -1}\n",
-            "plugins[0] (queue-scorer).weight: must be a number ≥ 0",
+            "plugins[0] (queue-scorer).weight: -1 is below the minimum 0",
             id="negative-weight",
         ),
         pytest.param(
@@ -106,6 +106,52 @@ def test_load_from_path(tmp_path: Path) -> None:
             HEAD + "plugins:\n- type: queue-scorer\n" + PROFILE
             + "saturationDetector: {queueDepth: 3}\n",
             "epp.yaml.saturationDetector: unknown field 'queueDepth'", id="saturation-key",
+        ),
+        pytest.param(
+            HEAD + "plugins:\n- type: queue-scorer\nschedulingProfiles:\n- name: p\n  plugins:\n"
+            "  - {pluginRef: queue-scorer, weight: .inf}\n",
+            "plugins[0] (queue-scorer).weight: must be a finite number, got inf",
+            id="infinite-weight",
+        ),
+        pytest.param(
+            HEAD + "plugins:\n- type: queue-scorer\n" + PROFILE
+            + "saturationDetector: {kvCacheUtilThreshold: .nan}\n",
+            "epp.yaml.saturationDetector.kvCacheUtilThreshold: must be a finite number",
+            id="saturation-kv-nan",
+        ),
+        pytest.param(
+            HEAD + "plugins:\n- type: queue-scorer\n" + PROFILE
+            + "saturationDetector: {kvCacheUtilThreshold: -0.5}\n",
+            "saturationDetector.kvCacheUtilThreshold: -0.5 is below the minimum 0",
+            id="saturation-kv-negative",
+        ),
+        pytest.param(
+            HEAD + "plugins:\n- type: queue-scorer\n- type: has-capacity-filter\n"
+            "  parameters: {kvCacheThreshold: 1.5}\n" + PROFILE,
+            "plugins[1] (has-capacity-filter): parameters.kvCacheThreshold: 1.5 is above the "
+            "maximum 1", id="capacity-kv-above-one",
+        ),
+        pytest.param(
+            HEAD + "plugins:\n- type: queue-scorer\nschedulingProfiles:\n- name: p\n  plugins:\n"
+            "  - pluginRef: queue-scorer\n    weight: 2\n    weight: 0\n",
+            "found duplicate key 'weight'", id="duplicate-key",
+        ),
+        pytest.param(
+            HEAD + "plugins:\n- type: queue-scorer\nplugins:\n- type: kv-cache-utilization-scorer\n"
+            + PROFILE, "found duplicate key 'plugins'", id="duplicate-section",
+        ),
+        pytest.param(
+            HEAD + "plugins:\n- type: queue-scorer\n- type: random-picker\n- type: max-score-picker\n"
+            "schedulingProfiles:\n- name: p\n  plugins:\n  - {pluginRef: queue-scorer}\n"
+            "  - {pluginRef: random-picker}\n  - {pluginRef: max-score-picker}\n",
+            "plugins[2] (max-score-picker): a second picker in profile 'p' (it has "
+            "'random-picker' already)", id="two-pickers",
+        ),
+        pytest.param(
+            HEAD + "plugins:\n- type: queue-scorer\n- type: random-picker\n" + PROFILE
+            + "- name: b\n  plugins:\n  - {pluginRef: random-picker, weight: 3}\n",
+            "schedulingProfiles[1] (b): plugins[0] (random-picker).weight: only scorers take a "
+            "weight", id="unselected-profile-checked",
         ),
     ],
 )  # fmt: skip

@@ -8,11 +8,14 @@ import pytest
 
 from extproc.config.strict import Fields
 from extproc.errors import ConfigError
+from extproc.scheduling.config import parse_config
 from extproc.scheduling.context import PluginHandle
 from extproc.scheduling.inflight import InFlight
 from extproc.scheduling.plugins import prefill_scorer
 from extproc.scheduling.plugins.prefix_cache_scorer import PrefixCacheScorer
 from tests.unit.scheduling.builders import make_context, make_endpoint, make_request, make_scheduler
+
+HEAD = "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\n"
 
 SYSTEM = "You are a helpful assistant. " * 80  # ~2,300 characters shared by every request
 
@@ -129,3 +132,28 @@ def test_endpoints_that_leave_the_pool_are_forgotten_by_the_prefix_index() -> No
     datastore.eps = tuple(p.endpoint for p in pods if p.endpoint != primary)
     scheduler.pick(make_request(prompt="z" * 400))
     assert prefix.index.size(primary.address) == 0
+
+
+def test_the_prefix_index_learns_when_only_prefill_scorer_is_in_the_profile() -> None:
+    # prefill-scorer reads the prefix scorer's index: its post-pick runs even when the prefix
+    # scorer itself is only declared, not listed in the profile.
+    config = parse_config(
+        HEAD + "plugins:\n- type: prefix-cache-scorer\n- type: prefill-scorer\n"
+        "schedulingProfiles:\n- name: p\n  plugins:\n  - {pluginRef: prefill-scorer}\n",
+        "epp.yaml",
+    )
+    scheduler, _ = make_scheduler([make_endpoint("a"), make_endpoint("b")], config)
+    request = make_request(prompt="x" * 4000)  # 1,000 tokens
+    assert scheduler.pick(request).prefill_tokens == 1000
+    assert scheduler.pick(request).prefill_tokens < 1000  # its prefix is held now
+
+
+def test_the_estimate_is_the_same_without_fresh_metrics() -> None:
+    # Without fresh metrics the profile does not run; the estimate must still count the prompt
+    # the endpoint did not hold before this request (not after its own blocks were recorded).
+    request = make_request(prompt="z" * 4000)
+    fresh, _ = make_scheduler([make_endpoint("a"), make_endpoint("b")], "default")
+    stale, _ = make_scheduler(
+        [make_endpoint("a", fresh=False), make_endpoint("b", fresh=False)], "default"
+    )
+    assert stale.pick(request).prefill_tokens == fresh.pick(request).prefill_tokens == 1000

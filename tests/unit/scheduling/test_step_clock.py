@@ -69,3 +69,10 @@ def test_inflight_forgets_steps_of_an_endpoint_with_nothing_in_flight() -> None:
     inflight.finished("a")
     assert inflight.step_durations() == {}
     assert list(inflight.step_phases(["a"])) == [(0.0, 0.0)]
+
+
+def test_timestamps_that_go_back_make_no_step() -> None:
+    # An injected clock may go back; a zero or negative "step" must not become an estimate
+    # (1 / estimate is taken on the response path).
+    clock = _clock(10.0, 9.0, 10.0, 5.0, 5.5, 1.0, 1.5)
+    assert all(v > 0 for v in clock.estimates().values())

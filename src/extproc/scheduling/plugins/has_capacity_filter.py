@@ -29,5 +29,5 @@ def factory(name: str, params: Fields, handle: PluginHandle) -> HasCapacityFilte
     return HasCapacityFilter(
         name,
         params.integer("queueThreshold", DEFAULT_QUEUE_THRESHOLD, lo=0),
-        params.number("kvCacheThreshold", DEFAULT_KV_THRESHOLD),
+        params.number("kvCacheThreshold", DEFAULT_KV_THRESHOLD, lo=0.0, hi=1.0),
     )

@@ -6,7 +6,6 @@ import random
 from collections.abc import Sequence
 
 from extproc.config.strict import Fields
-from extproc.errors import ConfigError
 from extproc.scheduling.context import PluginHandle, SchedulingContext
 from extproc.scheduling.plugin import Filter
 
@@ -40,7 +39,5 @@ class LoRAAffinityFilter(Filter):
 
 
 def factory(name: str, params: Fields, handle: PluginHandle) -> LoRAAffinityFilter:
-    probability = params.number("probability", DEFAULT_PROBABILITY)
-    if not 0.0 <= probability <= 1.0:
-        raise ConfigError(f"{params.where}.probability: must be between 0 and 1")
+    probability = params.number("probability", DEFAULT_PROBABILITY, lo=0.0, hi=1.0)
     return LoRAAffinityFilter(name, probability, handle.rng)

@@ -9,7 +9,7 @@ from extproc.endpoints import Endpoint
 from extproc.errors import ConfigError
 from extproc.scheduling.context import PREFILL_TOKENS_KEY, PluginHandle, SchedulingContext
 from extproc.scheduling.inflight import InFlight
-from extproc.scheduling.plugin import PostPick, Scorer
+from extproc.scheduling.plugin import Plugin, PostPick, Scorer
 from extproc.scheduling.plugins.prefix_cache_scorer import PrefixCacheScorer
 from extproc.scheduling.types import LLMRequest
 from extproc.scraper.snapshot import EndpointMetrics
@@ -64,6 +64,9 @@ class PrefillScorer(Scorer, PostPick):
         self.prefix = prefix
         self.step_tokens = step_tokens
         self.inflight = inflight
+
+    def dependencies(self) -> Sequence[Plugin]:
+        return (self.prefix,)
 
     def score(self, ctx: SchedulingContext) -> Sequence[float]:
         own = self.prefix.uncached_tokens(ctx.request, ctx.state, ctx.addresses)

@@ -134,6 +134,10 @@ class PrefixCacheScorer(Scorer, PostPick):
     ) -> None:
         hashes = self.hashes(request, state)
         if hashes:
+            # What the endpoints held *before* this request: later hooks of the cycle (the
+            # prefill estimate) must not see its own blocks as cached. Cached already when the
+            # profile ran; computed here when it did not (no fresh metrics).
+            self.matches(request, state)
             self.index.add(endpoint.address, hashes, self._capacity(metrics))
 
     def forget(self, address: str) -> None:
