@@ -47,6 +47,10 @@ def load_api_client(kubeconfig: Path | None) -> Any:
     except (ConfigException, OSError, TypeError, ValueError) as exc:
         where = str(kubeconfig) if kubeconfig else "in-cluster or ~/.kube/config"
         raise ConfigError(f"Kubernetes configuration ({where}): {exc}") from exc
+    # No urllib3 retries: a read timeout must surface, not re-send the request (a re-sent Lease
+    # PUT conflicts with its own first write; a re-sent list or watch hides a hung server).
+    # Watches and leader election have their own retry and backoff.
+    configuration.retries = 0
     return client.ApiClient(configuration)
 
 

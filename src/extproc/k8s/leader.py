@@ -13,7 +13,10 @@ The algorithm of client-go's leaderelection, with the Lease as the lock:
   before anyone else may take over; on shutdown it releases the Lease (empty holder) so a
   standby takes over at its next retry instead of after the lease duration.
 
-The blocking HTTP calls run in `asyncio.to_thread`, each bounded by a request timeout.
+The blocking HTTP calls run one at a time on a thread of their own, each bounded by a request
+timeout; a leader's round is also bounded by its renew deadline. A round cut short keeps
+running in that thread, so the release on shutdown is queued behind it (it cannot undo the
+release), and a stopping elector writes nothing more.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +65,8 @@ class LeaderElector:
         self._last_renew = 0.0
         self._listeners: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._calls = ThreadPoolExecutor(1, thread_name_prefix="lease")
+        self._stopping = False
         self.transitions = 0  # times this replica became leader
 
     @property
@@ -75,18 +81,27 @@ class LeaderElector:
         self._task = asyncio.create_task(self._run(), name="leader-election")
 
     async def stop(self) -> None:
-        """Stop campaigning; a leader releases the Lease first."""
+        """Stop campaigning and release the Lease if we hold it (also when a round still in
+        flight acquired it while stopping). Idempotent."""
+        if self._stopping:
+            return
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        if self.is_leader:
-            self._set_leader(False)
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self._release), self._timeout() + 1)
+        self._set_leader(False)
+        try:
+            # Behind any round still running: one worker thread, calls in order.
+            released = await asyncio.wait_for(self._call(self._release), self._timeout() * 3 + 1)
+            if released:
                 log.info("lease_released", lease=self._settings.lease_name)
-            except (ApiError, TimeoutError) as exc:
-                log.warning("lease_release_failed", lease=self._settings.lease_name, error=str(exc))
+        except (ApiError, TimeoutError) as exc:
+            log.warning("lease_release_failed", lease=self._settings.lease_name, error=str(exc))
+        self._calls.shutdown(wait=False)
+
+    def _call(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().run_in_executor(self._calls, fn)
 
     def _timeout(self) -> float:
         return max(1.0, self._settings.retry_period)
@@ -107,10 +122,13 @@ class LeaderElector:
     async def _run(self) -> None:
         s = self._settings
         while True:
-            try:
-                held = await asyncio.wait_for(
-                    asyncio.to_thread(self._attempt), self._timeout() * 2 + 1
+            limit = self._timeout() * 2 + 1
+            if self.is_leader:  # a leader must know by its renew deadline
+                limit = min(
+                    limit, max(0.01, self._last_renew + s.renew_deadline - time.monotonic())
                 )
+            try:
+                held = await asyncio.wait_for(self._call(self._attempt), limit)
             except (ApiError, TimeoutError) as exc:
                 log.warning("lease_attempt_failed", lease=s.lease_name, error=str(exc))
                 held = None  # unknown: keep leading until the renew deadline
@@ -139,8 +157,9 @@ class LeaderElector:
         since = previous.since if previous and previous.record == record else time.monotonic()
         return _Observed(record, duration, since)
 
-    def _attempt(self) -> bool:
-        """One round: True when we hold the Lease afterwards (acquired or renewed)."""
+    def _attempt(self) -> bool | None:
+        """One round: True when we hold the Lease afterwards (acquired or renewed), False when
+        someone else does, None when unknown (stopping, or our renewal met a conflict)."""
         s = self._settings
         now = _micro_time()
         duration = max(1, math.ceil(s.lease_duration))
@@ -149,6 +168,8 @@ class LeaderElector:
         except ApiError as exc:
             if exc.status != NOT_FOUND:
                 raise
+            if self._stopping:
+                return None
             body = {
                 "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": s.lease_name, "namespace": self._namespace},
@@ -175,20 +196,31 @@ class LeaderElector:
             spec["acquireTime"] = now
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
         lease["spec"] = spec  # metadata.resourceVersion stays the one we read
+        if self._stopping:
+            return None
         try:
             self._observed = self._observe(self._request("PUT", self._path, lease))
         except ApiError as exc:
-            if exc.status == CONFLICT:  # someone else wrote first: they won this round
-                return False
-            raise
+            if exc.status != CONFLICT:
+                raise
+            # Someone wrote first. Taking over, we lost this round; renewing, the Lease may
+            # still be ours (another field was edited): the next read tells.
+            return None if mine else False
         return True
 
-    def _release(self) -> None:
-        lease = self._request("GET", self._path)
+    def _release(self) -> bool:
+        """Hand the Lease over if we hold it; True when released."""
+        try:
+            lease = self._request("GET", self._path)
+        except ApiError as exc:
+            if exc.status == NOT_FOUND:
+                return False
+            raise
         spec = dict(lease.get("spec") or {})
         if spec.get("holderIdentity") != self.identity:
-            return
+            return False
         now = _micro_time()
         spec.update(holderIdentity="", leaseDurationSeconds=1, renewTime=now, acquireTime=now)
         lease["spec"] = spec
         self._request("PUT", self._path, lease)
+        return True

@@ -20,7 +20,7 @@ from extproc.k8s.client import JSON
 from extproc.k8s.objects import metadata, object_name
 from extproc.k8s.settings import WatchSettings
 from extproc.k8s.source import Collection
-from extproc.k8s.watch import ListWatch
+from extproc.k8s.watch import ListWatch, stop_watches
 from extproc.logs import get_logger
 
 log = get_logger(__name__)
@@ -66,8 +66,7 @@ class PolicySource:
     async def stop(self) -> None:
         watch, self._watch = self._watch, None
         if watch is not None:
-            watch.stop()
-            await asyncio.to_thread(watch.join, _JOIN_TIMEOUT_S)
+            await stop_watches([watch], _JOIN_TIMEOUT_S)
 
     # -- handlers ---------------------------------------------------------------------------
     def _parse(self, obj: JSON) -> BackendTrafficPolicy | None:

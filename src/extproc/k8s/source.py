@@ -29,7 +29,7 @@ from extproc.errors import ConfigError
 from extproc.k8s.client import JSON
 from extproc.k8s.objects import PodInfo, is_older, object_name, pod_info, resource_version
 from extproc.k8s.settings import WatchSettings
-from extproc.k8s.watch import ListWatch
+from extproc.k8s.watch import ListWatch, stop_watches
 from extproc.logs import get_logger
 
 log = get_logger(__name__)
@@ -147,14 +147,7 @@ class KubernetesSource:
 
     async def stop(self) -> None:
         watches, self._watches = self._watches, []
-        for watch in watches:
-            watch.stop()
-
-        def join() -> None:
-            for watch in watches:
-                watch.join(_JOIN_TIMEOUT_S)
-
-        await asyncio.to_thread(join)
+        await stop_watches(watches, _JOIN_TIMEOUT_S)
 
     def on_change(self, listener: Callable[[], None]) -> None:
         """Called (on the loop) when `synced` is set or the pool appears, changes or goes (its

@@ -75,13 +75,15 @@ class ListWatch:
         self._handler = handler
         self._loop = loop
         self._settings = settings
-        self._name = name
+        self._name = self.name = name
         self._field_selector = field_selector
         self._stop = threading.Event()
         self._response_lock = threading.Lock()
         self._response: Any = None
         self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
         self.lists = 0  # completed lists (for tests and logs)
+        # The resourceVersion of the last event delivered: where a failed watch resumes.
+        self._seen = ""
 
     def start(self) -> None:
         self._thread.start()
@@ -100,6 +102,10 @@ class ListWatch:
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     # -- thread -----------------------------------------------------------------------------
     def _run(self) -> None:
         delay = self._settings.backoff
@@ -111,6 +117,7 @@ class ListWatch:
                     version = self._list()
                     delay = self._settings.backoff
                     missing = False
+                self._seen = version
                 version, healthy = self._watch(version)
                 if healthy:
                     delay = self._settings.backoff
@@ -124,6 +131,8 @@ class ListWatch:
             except ApiError as exc:
                 if self._stop.is_set():
                     return
+                if version:  # a watch failed: resume after the last event it delivered
+                    version = self._seen
                 if exc.status == NOT_FOUND:
                     version = ""  # list again once it is served
                     if not missing:
@@ -218,7 +227,7 @@ class ListWatch:
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
                     if line.strip():
-                        version = self._event(line, version)
+                        version = self._seen = self._event(line, version)
                         events += 1
             complete = True
         except (_Gone, _Stopped, ApiError):
@@ -258,3 +267,21 @@ class ListWatch:
         elif event_type != "BOOKMARK":
             log.warning("watch_event_unknown", resource=self._name, type=event_type)
         return new_version
+
+
+async def stop_watches(watches: Sequence[ListWatch], within: float) -> None:
+    """Stop every watch and wait for their threads together, `within` seconds in all. A
+    thread still blocked then (a list request the API server does not answer; only open
+    watches can be interrupted) is a daemon: it ends with the process."""
+    for watch in watches:
+        watch.stop()
+
+    def join() -> None:
+        deadline = time.monotonic() + within
+        for watch in watches:
+            watch.join(max(0.0, deadline - time.monotonic()))
+
+    await asyncio.to_thread(join)
+    stuck = [w.name for w in watches if w.alive]
+    if stuck:
+        log.warning("watch_threads_still_blocked", resources=",".join(stuck))

@@ -202,6 +202,24 @@ async def test_bookmarks_then_reconnect_resumes_without_relist(
     assert apiserver.requests[("pods", "list")] == 1
 
 
+async def test_a_dropped_watch_resumes_after_the_last_event_it_delivered(
+    apiserver: FakeApiServer, start_source: StartSource
+) -> None:
+    apiserver.put("inferencepools", make_pool())
+    source, ds = await start_source()
+    await synced(source)
+    await eventually(lambda: apiserver.watch_count("pods") == 1, what="pod watch")
+    apiserver.put("pods", make_pod("p1", "10.0.0.1"))  # delivered on the watch
+    await wait_addresses(ds, ["10.0.0.1:8000"])
+    # History up to what the client has seen is compacted: resuming from the version the
+    # watch *started* at would get 410 and a full relist, although nothing was missed.
+    apiserver.compact("pods")
+    apiserver.drop_watches("pods")
+    apiserver.put("pods", make_pod("p2", "10.0.0.2"))
+    await wait_addresses(ds, ["10.0.0.1:8000", "10.0.0.2:8000"])
+    assert apiserver.requests[("pods", "list")] == 1
+
+
 async def test_gone_relists_and_sees_missed_changes(
     apiserver: FakeApiServer, start_source: StartSource
 ) -> None:
