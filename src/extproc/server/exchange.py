@@ -17,7 +17,7 @@ from extproc._proto.envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb
     ProcessingMode,
 )
 from extproc._proto.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
-from extproc.endpoints import parse_address
+from extproc.endpoints import Endpoint, parse_address
 from extproc.errors import BadRequest, ModelNotFound, PayloadTooLarge, PickerError
 from extproc.logs import get_logger
 from extproc.models import ResolvedModel
@@ -109,6 +109,8 @@ class Exchange:
             if kind == "request_trailers":
                 return self._on_request_trailers()
             if kind == "response_headers":
+                if message.HasField("metadata_context"):
+                    self._served_by(_served_endpoint(message.metadata_context))
                 return self._on_response_headers(message.response_headers)
             if kind == "response_body":
                 return self._on_response_body(message.response_body)
@@ -298,6 +300,17 @@ class Exchange:
             self._observer.released(self._resolved)
             self._routed_to = None
 
+    def _served_by(self, address: str | None) -> None:
+        """Envoy reports the endpoint that served the request (a fallback, when the primary
+        failed): the request's in-flight count, pending prefill and step timing move there."""
+        old = self._routed_to
+        if old is None or address is None or address == old:
+            return
+        self._inflight.prefilled(old, self._prefill_tokens)
+        self._inflight.finished(old)
+        self._routed_to = address
+        self._inflight.started(address, self._prefill_tokens)
+
     def _request_id(self) -> str:
         return self._headers.get("x-request-id") or f"req-{next(_ids)}"
 
@@ -318,3 +331,19 @@ def _subset_hint(metadata: object) -> frozenset[str] | None:
             continue  # an unusable entry cannot match any endpoint
         ips.add(ip)
     return frozenset(ips)
+
+
+def _served_endpoint(metadata: object) -> str | None:
+    """The `ip:port` in `envoy.lb` / `x-gateway-destination-endpoint-served`, if valid."""
+    filter_metadata = metadata.filter_metadata  # type: ignore[attr-defined]
+    if replies.DESTINATION_METADATA_NAMESPACE not in filter_metadata:
+        return None
+    fields = filter_metadata[replies.DESTINATION_METADATA_NAMESPACE].fields
+    if replies.SERVED_METADATA_KEY not in fields:
+        return None
+    value = fields[replies.SERVED_METADATA_KEY].string_value
+    try:
+        ip, port = parse_address(value, default_port=0)
+    except ValueError:
+        return None
+    return Endpoint("served", ip, port).address if port else None

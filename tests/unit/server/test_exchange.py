@@ -319,6 +319,38 @@ def test_gzip_response_usage_is_recorded() -> None:
     assert metrics.registry.get_sample_value("inference_model_output_tokens_sum", LABELS) == 7
 
 
+def test_the_endpoint_envoy_reports_as_served_takes_over_the_accounting() -> None:
+    # DESIGN: `x-gateway-destination-endpoint-served` in `envoy.lb` on the response path (a
+    # fallback served when the primary failed).
+    fallback = Endpoint("p2", "10.0.0.2", 8000)
+    exchange, _, inflight, _ = make_exchange(FakePicker((EP1, fallback)))
+    exchange.handle(headers_msg())
+    exchange.handle(body_msg(b'{"model": "chat"}'))
+    assert (inflight.get(EP1.address), inflight.pending_prefill(EP1.address)) == (1, 100)
+    headers = pb.ProcessingRequest(response_headers=pb.HttpHeaders())
+    lb = headers.metadata_context.filter_metadata[replies.DESTINATION_METADATA_NAMESPACE]
+    lb.fields[replies.SERVED_METADATA_KEY].string_value = fallback.address
+    exchange.handle(headers)
+    assert (inflight.get(EP1.address), inflight.pending_prefill(EP1.address)) == (0, 0)
+    assert (inflight.get(fallback.address), inflight.pending_prefill(fallback.address)) == (1, 100)
+    exchange.handle(pb.ProcessingRequest(response_body=pb.HttpBody(body=b"{}", end_of_stream=True)))
+    assert inflight.total() == 0
+
+
+@pytest.mark.parametrize(
+    "served", ["", "not-an-ip:80", "10.0.0.9"], ids=["empty", "bad", "no-port"]
+)
+def test_an_unusable_served_endpoint_is_ignored(served: str) -> None:
+    exchange, _, inflight, _ = make_exchange()
+    exchange.handle(headers_msg())
+    exchange.handle(body_msg(b'{"model": "chat"}'))
+    headers = pb.ProcessingRequest(response_headers=pb.HttpHeaders())
+    lb = headers.metadata_context.filter_metadata[replies.DESTINATION_METADATA_NAMESPACE]
+    lb.fields[replies.SERVED_METADATA_KEY].string_value = served
+    exchange.handle(headers)
+    assert inflight.get(EP1.address) == 1
+
+
 def test_stream_closed_mid_request_leaks_nothing() -> None:
     exchange, _, inflight, metrics = make_exchange()
     exchange.handle(headers_msg())
