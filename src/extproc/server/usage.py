@@ -66,9 +66,14 @@ class UsageParser:
                     self._stop()
                     return
                 self._feed(data)
-                if not self._inflate.unconsumed_tail:
+                inflate = self._inflate
+                if inflate.eof and inflate.unused_data:  # the next gzip member (RFC 1952)
+                    self._inflate = zlib.decompressobj(47)
+                    data = self._inflate.decompress(inflate.unused_data, _INFLATE_STEP)
+                elif inflate.unconsumed_tail:
+                    data = inflate.decompress(inflate.unconsumed_tail, _INFLATE_STEP)
+                else:
                     return
-                data = self._inflate.decompress(self._inflate.unconsumed_tail, _INFLATE_STEP)
         except zlib.error:
             self._stop()
 

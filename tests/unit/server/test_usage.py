@@ -116,3 +116,10 @@ def test_unknown_encodings_and_compression_bombs_are_not_read() -> None:
     bomb = gzip.compress(b" " * (100 * 1024 * 1024) + body)
     assert _feed(UsageParser("application/json", "gzip"), bomb) is None
     assert _feed(UsageParser("application/json", "gzip"), b"not gzip at all") is None
+
+
+def test_every_gzip_member_is_read() -> None:
+    # A body may be several gzip members (RFC 1952), e.g. one per flushed chunk.
+    events = _sse_stream().split(b"\n\n")
+    members = b"".join(gzip.compress(e + b"\n\n") for e in events if e)
+    assert _feed(UsageParser("text/event-stream", "gzip"), members, 5) == Usage(12, 100)
