@@ -13,10 +13,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from extproc.cli_common import run_until_signalled
+from extproc.cli_common import serve_until_signalled
 from extproc.config.reload import DEFAULT_POLL_INTERVAL, StaticConfigReloader
 from extproc.config.static import StaticConfig, load_static_config
 from extproc.datastore import Datastore
+from extproc.endpoints import host_port
 from extproc.errors import ConfigError
 from extproc.k8s.settings import KubernetesSettings
 from extproc.logs import get_logger
@@ -62,7 +63,7 @@ class ServeConfig:
     seed: int | None = None
     # A shipped profile name (default, reference-default, legacy-v0.3), an EndpointPickerConfig
     # file, or LEAST_INFLIGHT for the metrics-free picker (no scraping at all).
-    scheduler: str = "default"
+    scheduler: str | Path = "default"  # a shipped profile name or an EndpointPickerConfig file
     scheduling_profile: str | None = None
     scrape: ScrapeConfig = field(default_factory=ScrapeConfig)
     metrics_staleness: float = DEFAULT_STALENESS_S
@@ -233,7 +234,9 @@ class PickerApp:
         # Plaintext on purpose: kubelet's gRPC probes do not speak TLS.
         health_server = grpc.aio.server(options=grpcio_options())
         health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
-        self.ports["health"] = health_server.add_insecure_port(f"{cfg.host}:{cfg.grpc_health_port}")
+        self.ports["health"] = health_server.add_insecure_port(
+            host_port(cfg.host, cfg.grpc_health_port)
+        )
         return server, health_server
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -305,5 +308,4 @@ def serve(config: ServeConfig) -> int:
         print(f"extproc: configuration error: {exc}", file=sys.stderr)
         return 2
 
-    run_until_signalled(app.run)
-    return 0
+    return serve_until_signalled("extproc", app.run)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+from extproc.errors import ConfigError
 
 
 def port_number(text: str) -> int:
@@ -17,6 +21,32 @@ def port_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
+    return value
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """argparse type: an integer ≥ `low`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """argparse type: a finite number greater than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
     return value
 
 
@@ -55,3 +85,23 @@ def run_until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> None
         await run(stop)
 
     asyncio.run(main())
+
+
+def serve_until_signalled(command: str, run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """`run_until_signalled`, with what can only fail once serving starts as one line on
+    stderr instead of a traceback: a configuration error found then (TLS files: exit 2), a
+    port that cannot be bound (in use, or an address not on this host: exit 1)."""
+    try:
+        run_until_signalled(run)
+    except ConfigError as exc:
+        print(f"{command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{command}: cannot serve: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        if not str(exc).startswith("Failed to bind"):  # grpcio's bind failure; others are bugs
+            raise
+        print(f"{command}: cannot serve: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from extproc.cli_common import int_at_least, port_number, positive_number
 from extproc.envoyconf.bootstrap import CircuitBreaker
 from extproc.stack.process import free_port, port_is_free
 from extproc.stack.stack import SCENARIO_MODEL, LocalStack, StackConfig
@@ -29,26 +31,28 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     p.add_argument(
         "--port",
-        type=int,
+        type=port_number,
         default=DEFAULT_PORT,
         help="Envoy listener port; a free one is used if it is busy (default: %(default)s)",
     )
-    p.add_argument("--pods", type=int, default=2, help="simulated vLLM pods (default: %(default)s)")
+    p.add_argument(
+        "--pods", type=int_at_least(1), default=2, help="simulated vLLM pods (default: %(default)s)"
+    )
     p.add_argument(
         "--speed",
-        type=float,
+        type=positive_number,
         default=1.0,
         help="simulated time speed-up; 1 is real time (default: %(default)s)",
     )
     p.add_argument(
         "--max-requests",
-        type=int,
+        type=int_at_least(0),
         default=1,
         help="circuit breaker: parallel requests to the pool (default: %(default)s)",
     )
     p.add_argument(
         "--max-pending-requests",
-        type=int,
+        type=int_at_least(0),
         default=1,
         help="circuit breaker: pending requests (default: %(default)s)",
     )
@@ -93,7 +97,11 @@ def _run(args: argparse.Namespace) -> int:
         log_dir=args.log_dir,
     )
     if args.log_dir is not None:
-        args.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            args.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"extproc local: --log-dir {args.log_dir}: {exc.strerror}", file=sys.stderr)
+            return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

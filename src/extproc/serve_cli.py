@@ -19,7 +19,7 @@ from extproc.app import (
     ServeConfig,
     serve,
 )
-from extproc.cli_common import add_kubernetes_flags, add_verbose_flag, port_number
+from extproc.cli_common import add_kubernetes_flags, add_verbose_flag, int_at_least, port_number
 from extproc.config.reload import DEFAULT_POLL_INTERVAL
 from extproc.k8s.settings import (
     DEFAULT_LEASE_DURATION_S,
@@ -158,7 +158,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--fallbacks",
-        type=int,
+        type=int_at_least(0),
         default=0,
         help="ordered fallback endpoints returned after the primary as a comma list (default: "
         "0); needs Envoy's override_host policy (envoy/envoy-ads-fail-open.yaml): an "
@@ -297,7 +297,7 @@ def _run(args: argparse.Namespace) -> int:
         fallbacks=args.fallbacks,
         drain_seconds=args.drain_seconds,
         seed=args.seed,
-        scheduler=str(args.config_file) if args.config_file else args.profile,
+        scheduler=args.config_file if args.config_file else args.profile,
         scheduling_profile=args.scheduling_profile,
         scrape=ScrapeConfig(interval=args.refresh_metrics_interval, engine=args.engine),
         metrics_staleness=args.metrics_staleness,

@@ -129,10 +129,10 @@ class CertificateFiles:
         try:
             stamp = self._mtimes()
             context.load_cert_chain(self.cert, self.key)
+        except ssl.SSLError as exc:  # an OSError too: first
+            raise ConfigError(f"--cert-path: {self.cert} / {self.key}: {exc.reason}") from exc
         except OSError as exc:
             raise ConfigError(f"--cert-path: cannot read {exc.filename}: {exc.strerror}") from exc
-        except ssl.SSLError as exc:
-            raise ConfigError(f"--cert-path: {self.cert} / {self.key}: {exc.reason}") from exc
         self._stamp = stamp
         self.loads += 1
 

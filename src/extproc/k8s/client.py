@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from extproc.errors import ConfigError
 
 JSON = dict[str, Any]
@@ -44,7 +46,7 @@ def load_api_client(kubeconfig: Path | None) -> Any:
             config.load_incluster_config(client_configuration=configuration)
         else:
             config.load_kube_config(client_configuration=configuration)
-    except (ConfigException, OSError, TypeError, ValueError) as exc:
+    except (ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
         where = str(kubeconfig) if kubeconfig else "in-cluster or ~/.kube/config"
         raise ConfigError(f"Kubernetes configuration ({where}): {exc}") from exc
     # No urllib3 retries: a read timeout must surface, not re-send the request (a re-sent Lease

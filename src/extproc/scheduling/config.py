@@ -144,9 +144,12 @@ def load_profile(name_or_path: str | Path) -> EndpointPickerConfig:
     if isinstance(name_or_path, Path) or "/" in text_name or text_name.endswith((".yaml", ".yml")):
         path = Path(name_or_path)
         try:
-            return parse_config(path.read_text(encoding="utf-8"), str(path))
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        return parse_config(text, str(path))
     resource = resources.files("extproc").joinpath("profiles", f"{text_name}.yaml")
     if not resource.is_file():
         known = ", ".join(shipped_profiles())

@@ -24,7 +24,7 @@ class LeastInFlightPicker:
         self._endpoints = endpoints
         self._inflight = inflight
         self._rng = rng
-        self._fallbacks = fallbacks
+        self._fallbacks = max(0, fallbacks)  # as the scheduler: a primary at least
 
     def pick(self, request: LLMRequest) -> PickResult:
         pool = candidates(self._endpoints(), request.subset)

@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from extproc.endpoints import host_port
 from extproc.metrics import PickerMetrics
 from extproc.server.grpc_call import ServerLimits
 from extproc.server.h2 import GrpcServer
@@ -105,7 +106,7 @@ class GrpcioListener:
         self._server = grpc.aio.server(options=grpcio_options())
         self._server.add_generic_rpc_handlers((processor.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(health, self._server)
-        self._address = f"{address[0]}:{address[1]}"
+        self._address = host_port(*address)
         self._credentials = credentials
 
     async def start(self) -> int:

@@ -15,7 +15,7 @@ import sys
 from typing import Any, TextIO
 
 from extproc import logs
-from extproc.cli_common import port_number
+from extproc.cli_common import int_at_least, port_number, positive_number
 from extproc.sim.cluster import SimCluster
 from extproc.sim.config import (
     DEFAULT_HOST,
@@ -33,16 +33,6 @@ log = logs.get_logger(__name__)
 DEFAULT_BASE_PORT = 8000
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _float_in(low: float, high: float | None) -> Any:
     def parse(text: str) -> float:
         try:
@@ -55,13 +45,6 @@ def _float_in(low: float, high: float | None) -> Any:
         return value
 
     return parse
-
-
-def _positive_float(text: str) -> float:
-    value: float = _float_in(0.0, None)(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -78,7 +61,7 @@ def register(subparsers: Any) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The simulator's flags, shared by ``extproc sim`` and ``python -m extproc.sim``."""
     pods = parser.add_argument_group("pods")
-    pods.add_argument("--pods", type=_positive_int, default=1, help="number of pods (default 1)")
+    pods.add_argument("--pods", type=int_at_least(1), default=1, help="number of pods (default 1)")
     pods.add_argument(
         "--base-port", type=port_number, default=DEFAULT_BASE_PORT,
         help=f"port of pod 0; pod i gets base+i; 0 picks free ports (default {DEFAULT_BASE_PORT})",
@@ -89,10 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lora", action="extend", nargs="+", default=[], metavar="NAME",
         help="serve LoRA adapters with these names (repeatable: --lora a b --lora c)",
     )  # fmt: skip
-    pods.add_argument("--max-loras", type=_positive_int, default=DEFAULT_MAX_LORAS)
+    pods.add_argument("--max-loras", type=int_at_least(1), default=DEFAULT_MAX_LORAS)
     pods.add_argument("--seed", type=int, default=0, help="random seed (pod i uses seed+i)")
     pods.add_argument(
-        "--speed", type=_positive_float, default=DEFAULT_SPEED,
+        "--speed", type=positive_number, default=DEFAULT_SPEED,
         help="simulated seconds per wall second (10 = ten times faster than real time)",
     )  # fmt: skip
     pods.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE)
@@ -107,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pods.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     engine = parser.add_argument_group("engine (override the profile)")
     for flag in ("num-gpu-blocks", "max-num-seqs", "max-num-batched-tokens", "max-model-len"):
-        engine.add_argument(f"--{flag}", type=_positive_int, default=None)
+        engine.add_argument(f"--{flag}", type=int_at_least(1), default=None)
     faults = parser.add_argument_group("fault injection (changeable via POST /admin/faults)")
     faults.add_argument(
         "--fault-error-rate", type=_float_in(0.0, 1.0), default=0.0,

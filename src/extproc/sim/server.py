@@ -96,7 +96,10 @@ class PodServer:
             app,
             access_log=None,
             handler_cancellation=True,  # a client that hangs up aborts its request, as in vLLM
-            shutdown_timeout=max(self.config.shutdown_timeout_s, _IMMEDIATE_S),
+            # aiohttp waits this long for handlers, then again after cancelling them (a streaming
+            # handler blocked on its transport does not notice): half each keeps the total at
+            # --shutdown-timeout.
+            shutdown_timeout=max(self.config.shutdown_timeout_s / 2, _IMMEDIATE_S),
         )
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.port, reuse_address=True)

@@ -14,6 +14,7 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from extproc.endpoints import host_port
 from extproc.envoyconf.ads import DEFAULT_XDS_PORT, ClusterMode
 from extproc.envoyconf.bootstrap import ROUTE_TIMEOUT_S
 from extproc.errors import ConfigError
@@ -111,7 +112,7 @@ class XdsApp:
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers((self.servicer.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        self.port = server.add_insecure_port(host_port(cfg.host, cfg.port))
         runner: web.AppRunner | None = None
         if cfg.metrics_port is not None:
             runner, self.metrics_port = await start_metrics_server(

@@ -12,7 +12,7 @@ from extproc.cli_common import (
     add_kubernetes_flags,
     add_verbose_flag,
     port_number,
-    run_until_signalled,
+    serve_until_signalled,
 )
 from extproc.envoyconf.ads import CLUSTER_MODES, DEFAULT_XDS_PORT
 from extproc.envoyconf.bootstrap import ROUTE_TIMEOUT_S
@@ -95,8 +95,11 @@ def _run(args: argparse.Namespace) -> int:
     if not args.poll_interval > 0:
         print("extproc xds: --poll-interval must be positive", file=sys.stderr)
         return 2
-    if args.route_timeout < 1:
-        print("extproc xds: --route-timeout must be at least 1 second", file=sys.stderr)
+    if not 1 <= args.route_timeout <= MAX_ROUTE_TIMEOUT_S:
+        print(
+            f"extproc xds: --route-timeout must be between 1 and {MAX_ROUTE_TIMEOUT_S} seconds",
+            file=sys.stderr,
+        )
         return 2
     try:
         kubernetes = kubernetes_settings(args)
@@ -122,8 +125,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"extproc xds: configuration error: {exc}", file=sys.stderr)
         return 2
 
-    run_until_signalled(app.run)
-    return 0
+    return serve_until_signalled("extproc xds", app.run)
+
+
+# Python's timedelta, which the route's Duration goes through, ends at 999,999,999 days.
+MAX_ROUTE_TIMEOUT_S = 10**9 * 86400 - 1
 
 
 class UsageError(Exception):
