@@ -33,6 +33,20 @@ def run_cli(*args: str, timeout: float = 20, cwd: Path = MAIN) -> subprocess.Com
         pytest.fail(f"extproc {' '.join(args)} still running after {timeout}s: {exc.stderr!r}")
 
 
+def exit_status(args: list[str], cwd: Path, still_running: str) -> int:
+    """The exit status of `extproc ARGS`, which should refuse to start; fail if it serves."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "extproc", *args],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        return proc.wait(timeout=8)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+        pytest.fail(f"still serving: {still_running}")
+
+
 def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
     """Non-zero exit, no Python traceback, and a message naming the problem."""
     assert "Traceback" not in result.stderr, result.stderr[-1500:]
@@ -151,17 +165,8 @@ def test_serve_config_file_bare_relative_name(tmp_path: Path) -> None:
 def test_serve_config_file_named_like_a_profile_is_read(tmp_path: Path) -> None:
     """`--config-file default` with ./default present must read the file, not the shipped one."""
     (tmp_path / "default").write_text("this: is not an EndpointPickerConfig\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "extproc", *SERVE, "--config", STATIC, "--config-file", "default"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        rc = proc.wait(timeout=8)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=15)
-        pytest.fail("the invalid ./default was ignored: the shipped 'default' profile is running")
-    assert rc == 2
+    args = [*SERVE, "--config", STATIC, "--config-file", "default"]
+    assert exit_status(args, tmp_path, "the invalid ./default was ignored") == 2
 
 
 # --- 6. --host with an IPv6 address -------------------------------------------------------------
@@ -218,18 +223,8 @@ def test_xds_route_timeout_too_large() -> None:
 
 # --- 10. --fallbacks -1 is accepted, and the least-inflight picker then returns no endpoint -----
 def test_serve_negative_fallbacks_rejected() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "extproc", *SERVE, "--config", STATIC, "--profile",
-         "least-inflight", "--fallbacks", "-1"],
-        cwd=MAIN, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        rc = proc.wait(timeout=8)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=15)
-        pytest.fail("--fallbacks -1 accepted")
-    assert rc == 2
+    args = [*SERVE, "--config", STATIC, "--profile", "least-inflight", "--fallbacks", "-1"]
+    assert exit_status(args, MAIN, "--fallbacks -1 accepted") == 2
 
 
 def test_least_inflight_with_negative_fallbacks_picks_nothing() -> None:

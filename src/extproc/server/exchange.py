@@ -11,7 +11,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from extproc._proto.envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import (
     ProcessingMode,
@@ -315,16 +315,23 @@ class Exchange:
         return self._headers.get("x-request-id") or f"req-{next(_ids)}"
 
 
+def _metadata_value(metadata: object, namespace: str, key: str) -> Any:
+    """`filter_metadata[namespace][key]` of Envoy's metadata context (a protobuf Value), or
+    None when either is absent."""
+    filter_metadata = metadata.filter_metadata  # type: ignore[attr-defined]
+    if namespace not in filter_metadata:
+        return None
+    fields = filter_metadata[namespace].fields
+    return fields.get(key)  # (indexing would add the key)
+
+
 def _subset_hint(metadata: object) -> frozenset[str] | None:
     """IPs from Envoy's subset hint; None when the proxy sent no hint."""
-    filter_metadata = metadata.filter_metadata  # type: ignore[attr-defined]
-    if replies.SUBSET_HINT_NAMESPACE not in filter_metadata:
-        return None
-    fields = filter_metadata[replies.SUBSET_HINT_NAMESPACE].fields
-    if replies.SUBSET_HINT_KEY not in fields:
+    hint = _metadata_value(metadata, replies.SUBSET_HINT_NAMESPACE, replies.SUBSET_HINT_KEY)
+    if hint is None:
         return None
     ips = set()
-    for value in fields[replies.SUBSET_HINT_KEY].list_value.values:
+    for value in hint.list_value.values:
         try:
             ip, _ = parse_address(value.string_value, default_port=0)
         except ValueError:
@@ -335,13 +342,12 @@ def _subset_hint(metadata: object) -> frozenset[str] | None:
 
 def _served_endpoint(metadata: object) -> str | None:
     """The `ip:port` in `envoy.lb` / `x-gateway-destination-endpoint-served`, if valid."""
-    filter_metadata = metadata.filter_metadata  # type: ignore[attr-defined]
-    if replies.DESTINATION_METADATA_NAMESPACE not in filter_metadata:
+    served = _metadata_value(
+        metadata, replies.DESTINATION_METADATA_NAMESPACE, replies.SERVED_METADATA_KEY
+    )
+    if served is None:
         return None
-    fields = filter_metadata[replies.DESTINATION_METADATA_NAMESPACE].fields
-    if replies.SERVED_METADATA_KEY not in fields:
-        return None
-    value = fields[replies.SERVED_METADATA_KEY].string_value
+    value = served.string_value
     try:
         ip, port = parse_address(value, default_port=0)
     except ValueError:

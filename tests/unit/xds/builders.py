@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import grpc
 import yaml
 from envoy_data_plane.envoy.config.core.v3 import Node
 from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest
 from envoy_data_plane.google.rpc import Status
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.config.static import StaticConfig, parse_static_config
 from extproc.envoyconf.policy import TARGET_GROUPS
+from extproc.xds.app import XdsApp, XdsConfig
 from extproc.xds.cache import ResourceCache
 from extproc.xds.resources import CLUSTER_TYPE, build_resources
 from tests.unit.config.test_static import POOL
@@ -106,3 +112,25 @@ def discovery_request(
         response_nonce=nonce,
         error_detail=Status(code=3, message=error) if error else None,
     )
+
+
+@asynccontextmanager
+async def running(config: XdsConfig) -> AsyncIterator[XdsApp]:
+    """An `XdsApp` loaded and listening; stopped on exit."""
+    app = XdsApp(config)
+    app.load()
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    try:
+        await asyncio.wait_for(app.listening.wait(), 5)
+        yield app
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def health(app: XdsApp) -> Any:
+    """The gRPC health status of service "" on the app's ADS port."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check
+        return (await check(health_pb2.HealthCheckRequest(service=""), timeout=5)).status

@@ -8,17 +8,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from extproc.envoyconf.ads import ClusterMode
 from extproc.envoyconf.bootstrap import POOL_CLUSTER, CircuitBreaker
 from extproc.k8s.policies import POLICY_RESOURCE
 from extproc.k8s.settings import KubernetesSettings
-from extproc.xds.app import XdsApp, XdsConfig
+from extproc.xds.app import XdsConfig
 from extproc.xds.cache import ResourceCache
 from extproc.xds.kubernetes import KubernetesWatcher
 from extproc.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE
@@ -26,7 +25,7 @@ from tests.unit.k8s.builders import POOL, eventually, make_pod, make_pool
 from tests.unit.k8s.conftest import FAST_WATCH
 from tests.unit.k8s.fake_apiserver import FakeApiServer
 
-from .builders import make_policy
+from .builders import health, make_policy, running
 
 DEFAULT_MAX_REQUESTS = CircuitBreaker().max_requests
 
@@ -322,35 +321,24 @@ async def test_route_policies(
     await wait_max_requests(w, 2)  # a policy on the InferencePool beats one on the route
 
 
+def _kubernetes_config(apiserver: FakeApiServer, tmp_path: Path) -> XdsConfig:
+    kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
+    settings = KubernetesSettings(pool_name=POOL, kubeconfig=kubeconfig, watch=FAST_WATCH)
+    return XdsConfig(kubernetes=settings, port=0)
+
+
 async def test_app_is_ready_once_it_has_published(apiserver: FakeApiServer, tmp_path: Path) -> None:
     apiserver.put("inferencepools", make_pool())
     apiserver.fail_next[POLICY_RESOURCE] = [500] * 10_000  # the policies cannot be listed yet
-    kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
-    app = XdsApp(
-        XdsConfig(
-            kubernetes=KubernetesSettings(pool_name=POOL, kubeconfig=kubeconfig, watch=FAST_WATCH),
-            port=0,
-        )
-    )
-    app.load()
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.run(stop))
-    try:
-        await asyncio.wait_for(app.listening.wait(), 5)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-            check = health_pb2_grpc.HealthStub(channel).Check
-            request = health_pb2.HealthCheckRequest(service="")
-            assert (await check(request)).status == health_pb2.HealthCheckResponse.NOT_SERVING
-            apiserver.fail_next[POLICY_RESOURCE].clear()
-            await eventually(lambda: max_requests(app.cache) is not None, what="published")
-            for _ in range(100):  # the status is set by a task the publication starts
-                if (await check(request)).status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-                await asyncio.sleep(0.01)
-            assert (await check(request)).status == health_pb2.HealthCheckResponse.SERVING
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
+    async with running(_kubernetes_config(apiserver, tmp_path)) as app:
+        assert await health(app) == health_pb2.HealthCheckResponse.NOT_SERVING
+        apiserver.fail_next[POLICY_RESOURCE].clear()
+        await eventually(lambda: max_requests(app.cache) is not None, what="published")
+        for _ in range(100):  # the status is set by a task the publication starts
+            if await health(app) == health_pb2.HealthCheckResponse.SERVING:
+                break
+            await asyncio.sleep(0.01)
+        assert await health(app) == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_app_in_kubernetes_mode_serves_and_stops(
@@ -358,22 +346,8 @@ async def test_app_in_kubernetes_mode_serves_and_stops(
 ) -> None:
     apiserver.put("inferencepools", make_pool())
     apiserver.put(POLICY_RESOURCE, make_policy(maxParallelRequests=1))
-    kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
-    app = XdsApp(
-        XdsConfig(
-            kubernetes=KubernetesSettings(pool_name=POOL, kubeconfig=kubeconfig, watch=FAST_WATCH),
-            port=0,
-        )
-    )
-    app.load()
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.run(stop))
-    try:
-        await asyncio.wait_for(app.listening.wait(), 5)
+    async with running(_kubernetes_config(apiserver, tmp_path)) as app:
         assert app.port > 0
         await eventually(lambda: max_requests(app.cache) == 1, what="published")
         apiserver.put(POLICY_RESOURCE, make_policy(maxParallelRequests=3))
         await eventually(lambda: max_requests(app.cache) == 3, what="policy edit")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)

@@ -5,17 +5,23 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from prometheus_client import generate_latest
 
-from extproc.xds.app import XdsApp, XdsConfig
+from extproc.xds.app import XdsConfig
 from extproc.xds.metrics import StreamCounts, XdsMetrics
 from extproc.xds.resources import CLUSTER_TYPE, ROUTE_TYPE
 from extproc.xds.stream import AdsStream
 from tests.integration.httpclient import request
 
-from .builders import config_text, discovery_request, endpoints_doc, served_cache
+from .builders import (
+    config_text,
+    discovery_request,
+    endpoints_doc,
+    health,
+    running,
+    served_cache,
+)
 
 
 def _samples(metrics: XdsMetrics) -> dict[str, float]:
@@ -53,20 +59,10 @@ def test_responses_acks_and_nacks_are_counted_per_type() -> None:
 async def test_app_serves_health_on_the_ads_port_and_metrics(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(config_text(endpoints_doc("10.0.0.1:8000")))
-    app = XdsApp(XdsConfig(config_file=config, port=0, metrics_port=0))
-    app.load()
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.run(stop))
-    try:
-        await asyncio.wait_for(app.listening.wait(), 5)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-            check = health_pb2_grpc.HealthStub(channel).Check
-            reply = await check(health_pb2.HealthCheckRequest(service=""), timeout=5)
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING  # file mode: loaded
+    async with running(XdsConfig(config_file=config, port=0, metrics_port=0)) as app:
+        # File mode publishes at load: ready at once.
+        assert await health(app) == health_pb2.HealthCheckResponse.SERVING
         url = f"http://127.0.0.1:{app.metrics_port}"
         text = (await asyncio.to_thread(request, url, "/metrics", method="GET")).body.decode()
         assert "extproc_xds_streams 0.0" in text
         assert 'extproc_xds_resources{type="RouteConfiguration"} 1.0' in text
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
