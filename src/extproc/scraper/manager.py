@@ -17,7 +17,7 @@ from extproc.scraper.engines import Engine, MetricNames, metric_names
 from extproc.scraper.fetch import AiohttpFetcher, CallbackFetcher, Completion, Fetcher
 from extproc.scraper.http import HttpFetcher
 from extproc.scraper.parser import parse_metrics
-from extproc.scraper.pool_gauges import update_pool_gauges
+from extproc.scraper.pool_gauges import remove_series, update_pool_gauges
 from extproc.scraper.snapshot import EndpointMetrics, MetricsStore
 from extproc.scraper.ticker import Ticker
 
@@ -166,13 +166,18 @@ class ScrapeManager:
 
     async def _gauge_loop(self) -> None:
         assert self._metrics is not None
+        shown: str | None = None  # the pool whose series are exported
         while True:
             try:
                 pool = self._source.pool()
-                update_pool_gauges(
-                    self._metrics, pool.name if pool else "", self._source.endpoints(),
-                    self._store, self._clock(),
-                )  # fmt: skip
+                name = pool.name if pool is not None else None
+                if shown is not None and shown != name:  # gone or renamed: no phantom pool
+                    remove_series(self._metrics, shown)
+                shown = name
+                if name is not None:
+                    update_pool_gauges(
+                        self._metrics, name, self._source.endpoints(), self._store, self._clock()
+                    )
             except Exception as exc:
                 log.error("pool_gauges_failed", error=type(exc).__name__, detail=str(exc))
             await asyncio.sleep(self._config.gauge_interval)

@@ -33,6 +33,7 @@ log = get_logger(__name__)
 BUFFERED = ProcessingMode.BUFFERED
 FULL_DUPLEX = ProcessingMode.FULL_DUPLEX_STREAMED
 NO_BODY = ProcessingMode.NONE
+UNKNOWN_MODEL = ResolvedModel("unknown", "unknown", "Standard")
 STREAMED = ProcessingMode.STREAMED
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 _ids = itertools.count(1)
@@ -192,7 +193,9 @@ class Exchange:
         resolved = self._resolver.resolve_model(parsed.model)
         if resolved is None:
             if not self._settings.model_passthrough:
-                self._resolved = ResolvedModel(parsed.model, parsed.model, "Standard")
+                # One label value for every name no InferenceModel serves: clients must not
+                # be able to add series at will (the name is in the 404 and the log).
+                self._resolved = UNKNOWN_MODEL
                 raise ModelNotFound(f"model {parsed.model!r} is not served by this pool")
             resolved = ResolvedModel(parsed.model, parsed.model, "Standard")
         self._resolved = resolved
@@ -285,6 +288,7 @@ class Exchange:
         if log.is_enabled(logging.INFO):
             log.info("request_rejected", code=error.code, status=error.http_status,
                      reason=str(error), state=self.state.value)  # fmt: skip
+        self.state = State.DONE  # counted once, as this error (`close` would add an abort)
         self.close()
         return [replies.error_reply(error)]
 

@@ -24,6 +24,7 @@ from extproc.scheduling.types import LLMRequest, PickResult
 from extproc.server import replies
 from extproc.server.exchange import Exchange, ExchangeSettings, State
 from extproc.server.observer import MetricsObserver
+from extproc.server.usage import UsageParser
 
 EP1 = Endpoint("pod-1", "10.0.0.1", 8000)
 EP2 = Endpoint("pod-2", "10.0.0.2", 8000)
@@ -349,6 +350,46 @@ def test_an_unusable_served_endpoint_is_ignored(served: str) -> None:
     lb.fields[replies.SERVED_METADATA_KEY].string_value = served
     exchange.handle(headers)
     assert inflight.get(EP1.address) == 1
+
+
+def _error_counts(metrics: PickerMetrics) -> dict[tuple[str, str], float]:
+    return {
+        (s.labels["model_name"], s.labels["error_code"]): s.value
+        for family in metrics.registry.collect()
+        if family.name == "inference_model_request_error"
+        for s in family.samples
+        if s.name == "inference_model_request_error_total"
+    }
+
+
+def test_unknown_model_names_share_one_error_series() -> None:
+    # Clients choose model names: one series per name would let them grow the registry.
+    metrics = PickerMetrics()
+    for i in range(20):
+        observer = MetricsObserver(metrics)
+        exchange = Exchange(Resolver(), FakePicker(), InFlight(), observer, ExchangeSettings())
+        exchange.handle(headers_msg())
+        (reply,) = exchange.handle(body_msg(b'{"model": "made-up-%d"}' % i))
+        assert reply.immediate_response.status.code == 404
+        exchange.close()
+    assert _error_counts(metrics) == {("unknown", "ModelNotFound"): 20}
+
+
+def test_an_error_after_routing_is_counted_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_feed(self: object, chunk: bytes) -> None:
+        raise RuntimeError("a bug in the usage parser")
+
+    monkeypatch.setattr(UsageParser, "feed", broken_feed)
+    exchange, _, inflight, metrics = make_exchange()
+    exchange.handle(headers_msg())
+    exchange.handle(body_msg(b'{"model": "chat"}'))
+    exchange.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders()))
+    body = pb.ProcessingRequest(response_body=pb.HttpBody(body=b"{}", end_of_stream=True))
+    (reply,) = exchange.handle(body)
+    assert reply.immediate_response.status.code == 500
+    exchange.close()  # the stream then ends, as it always does
+    assert inflight.total() == 0
+    assert _error_counts(metrics) == {("chat", "Internal"): 1}
 
 
 def test_stream_closed_mid_request_leaks_nothing() -> None:
