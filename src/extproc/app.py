@@ -27,6 +27,7 @@ from extproc.scheduling.inflight import InFlight
 from extproc.scheduling.least_inflight import LeastInFlightPicker
 from extproc.scheduling.types import EndpointPicker, FollowsFiles
 from extproc.scraper.manager import ScrapeConfig, ScrapeManager
+from extproc.scraper.pool_gauges import remove_series
 from extproc.scraper.snapshot import DEFAULT_STALENESS_S, MetricsStore
 from extproc.server.exchange import Exchange, ExchangeSettings
 from extproc.server.listeners import (
@@ -112,6 +113,7 @@ class PickerApp:
             self.scrapes = ScrapeManager(
                 self.datastore, self.store, metrics=self.metrics, config=config.scrape
             )
+            self.datastore.on_endpoints_changed(self.picker.endpoints_changed)
         self.processor = ExternalProcessor(self._new_exchange, self._may_serve)
         self.health = HealthServicer()
         # The same statuses for the built-in server's synchronous health Check.
@@ -122,6 +124,7 @@ class PickerApp:
         self.elector: Any = None  # LeaderElector
         self._api_client: Any = None
         self.reloader: StaticConfigReloader | None = None
+        self._pool_shown: str | None = None  # the static pool whose gauges are exported
         self._health_changed = asyncio.Event()
         self._serving_now: bool | None = None
 
@@ -140,19 +143,24 @@ class PickerApp:
             self._prepare_kubernetes(cfg.kubernetes)
             return
         assert cfg.static_config is not None
-        static = load_static_config(cfg.static_config)
-        self._apply_static(static)
-        self._count_ready_pods(static.pool.name)
         if cfg.config_poll_interval > 0:
+            # Before the read: the reloader's baseline is the file as it was before it, so an
+            # edit landing in between is applied at the first poll.
             self.reloader = StaticConfigReloader(
                 cfg.static_config, self._apply_static, cfg.config_poll_interval
             )
+        self._apply_static(load_static_config(cfg.static_config))
 
     def _apply_static(self, static: StaticConfig) -> None:
         """Install a (re)loaded static configuration; unchanged endpoints keep their state."""
         self.datastore.set_pool(static.pool)
         self.datastore.replace_models(static.models)
         self.datastore.set_endpoints(static.endpoints)
+        # Endpoints change only here in static mode; a renamed pool leaves no series behind.
+        if self._pool_shown not in (None, static.pool.name):
+            remove_series(self.metrics, self._pool_shown)
+        self._pool_shown = static.pool.name
+        self.metrics.pool_ready_pods.labels(static.pool.name).set(len(static.endpoints))
         log.info(
             "config_loaded", file=str(self.config.static_config), pool=static.pool.name,
             models=len(static.models), endpoints=len(static.endpoints),

@@ -39,6 +39,17 @@ def int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def non_negative_number(text: str) -> float:
+    """argparse type: a finite number ≥ 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text}")
+    return value
+
+
 def positive_number(text: str) -> float:
     """argparse type: a finite number greater than 0."""
     try:

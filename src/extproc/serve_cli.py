@@ -19,7 +19,13 @@ from extproc.app import (
     ServeConfig,
     serve,
 )
-from extproc.cli_common import add_kubernetes_flags, add_verbose_flag, int_at_least, port_number
+from extproc.cli_common import (
+    add_kubernetes_flags,
+    add_verbose_flag,
+    int_at_least,
+    non_negative_number,
+    port_number,
+)
 from extproc.config.reload import DEFAULT_POLL_INTERVAL
 from extproc.k8s.settings import (
     DEFAULT_LEASE_DURATION_S,
@@ -138,7 +144,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--config-poll-interval",
-        type=float,
+        type=non_negative_number,
         default=DEFAULT_POLL_INTERVAL,
         metavar="SECONDS",
         help="how often --config is checked for changes; an invalid edit is logged and the last "
@@ -166,7 +172,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--drain-seconds",
-        type=float,
+        type=non_negative_number,
         default=DEFAULT_DRAIN_SECONDS,
         help="on shutdown, how long open streams may finish (default: %(default)s)",
     )

@@ -19,7 +19,7 @@ from extproc.logs import get_logger
 log = get_logger(__name__)
 
 DEFAULT_POLL_INTERVAL = 1.0
-StatKey = tuple[int, int, int]
+StatKey = tuple[int, int, int, int]
 
 
 class FileChanges:
@@ -41,7 +41,9 @@ class FileChanges:
             st = os.stat(self.path)
         except OSError:
             return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        # ctime too: a same-size rewrite whose mtime was set back (cp -p, rsync -t, touch -r)
+        # or that landed within the mtime's granularity still changes it.
+        return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
 
 class StaticConfigReloader:

@@ -77,8 +77,16 @@ def parse_static_config(text: str, source: str) -> StaticConfig:
     models: list[api.InferenceModel] = []
     endpoint_docs: list[tuple[str, str, Fields]] = []
     policies: list[BackendTrafficPolicy] = []
+    seen: dict[tuple[str, str, str], int] = {}  # (kind, namespace, name) -> document number
     for index, doc in enumerate(documents):
         head = _read_head(doc, f"{source}: document {index + 1}", source, strict_metadata=True)
+        key = (head.kind, head.namespace, head.name)
+        if key in seen:  # as in the API server, a name is one object: the later would replace it
+            raise ConfigError(
+                f"{head.where}: a second {head.kind} named {head.name!r} "
+                f"(the first is document {seen[key]})"
+            )
+        seen[key] = index + 1
         if head.kind == "InferencePool" and head.api_version == api.API_VERSION:
             pools.append(_pool(head.spec, head.name, head.namespace))
         elif head.kind == "InferenceModel" and head.api_version == api.API_VERSION:

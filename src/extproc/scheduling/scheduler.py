@@ -78,18 +78,24 @@ class Scheduler:
             if self._e2e is not None:
                 self._e2e(perf_counter() - started)
 
-    def _pool(self, request: LLMRequest) -> tuple[list[Endpoint], list[str]]:
-        """Candidates and their addresses; addresses are cached per endpoints tuple."""
-        endpoints = self._endpoints()
+    def endpoints_changed(self, endpoints: tuple[Endpoint, ...]) -> None:
+        """The pool's endpoints changed (the datastore's listener): endpoints that left are
+        forgotten now, so one that leaves and comes back before the next pick (a restarted
+        pod, its cache empty) does not keep its old prefix entries."""
         if endpoints is not self._cached_for:
             addresses = [e.address for e in endpoints]
-            # Endpoints that left the pool: post-pick plugins drop what they learnt about them
-            # (the prefix index would otherwise grow with every pod ever seen).
+            # Post-pick plugins drop what they learnt about departed endpoints (the prefix
+            # index would otherwise grow with every pod ever seen).
             for gone in set(self._cached_addresses).difference(addresses):
                 for hook, _ in self._post_pick:
                     hook.forget(gone)
             self._cached_for = endpoints
             self._cached_addresses = addresses
+
+    def _pool(self, request: LLMRequest) -> tuple[list[Endpoint], list[str]]:
+        """Candidates and their addresses; addresses are cached per endpoints tuple."""
+        endpoints = self._endpoints()
+        self.endpoints_changed(endpoints)  # a no-op unless the tuple changed
         if request.subset is None and endpoints:
             return list(endpoints), self._cached_addresses
         pool = candidates(endpoints, request.subset)

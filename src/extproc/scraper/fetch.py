@@ -21,6 +21,10 @@ class Fetcher(Protocol):
 
     async def fetch(self, url: str) -> bytes: ...
 
+    def forget(self, url: str) -> None:
+        """`url` will not be fetched again (its endpoint left): release what is kept for it."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -59,6 +63,9 @@ class AiohttpFetcher:
             if response.status != 200:
                 raise FetchStatusError(response.status)
             return await response.read()
+
+    def forget(self, url: str) -> None:
+        """Nothing to do: aiohttp closes idle keep-alive connections after 60 s itself."""
 
     async def close(self) -> None:
         if self._session is not None:

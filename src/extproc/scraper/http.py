@@ -393,6 +393,14 @@ class HttpFetcher:
             raise FetchConnectionError(f"cannot connect to {host}:{port}: {exc}") from exc
         return conn
 
+    def forget(self, url: str) -> None:
+        """Close the kept-alive connection to `url`'s host (its endpoint left the pool)."""
+        target = self._targets.pop(url, None)
+        if target is not None:
+            conn = self._connections.pop((target[0], target[1]), None)
+            if conn is not None:
+                conn.close()
+
     async def close(self) -> None:
         for task in self._retries:
             task.cancel()

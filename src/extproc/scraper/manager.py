@@ -151,7 +151,9 @@ class ScrapeManager:
             return
         wanted = {e.address: e for e in endpoints}
         for address in [a for a in self._scrapes if a not in wanted]:
-            self._scrapes.pop(address).cancel()
+            scrape = self._scrapes.pop(address)
+            scrape.cancel()
+            self._fetcher.forget(scrape.url)  # its kept-alive connection
             self._store.remove(address)
             log.info("scrape_stopped", endpoint=address)
         for address in wanted:
@@ -205,7 +207,7 @@ class _EndpointScrape:
         ticker: Ticker,
     ) -> None:
         self._address = address
-        self._url = f"http://{address}{config.path}"
+        self.url = f"http://{address}{config.path}"
         self._fetcher = fetcher
         self._start_fetch: Callable[[str, Completion], bool] | None = (
             fetcher.start_fetch if isinstance(fetcher, CallbackFetcher) else None
@@ -244,13 +246,13 @@ class _EndpointScrape:
     def _fire(self) -> None:
         self._timer = None
         self._started_at = self._clock()
-        if self._start_fetch is not None and self._start_fetch(self._url, self._done):
+        if self._start_fetch is not None and self._start_fetch(self.url, self._done):
             return
         self._task = self._loop.create_task(self._fetch(), name=f"scrape-{self._address}")
 
     async def _fetch(self) -> None:
         try:
-            body = await self._fetcher.fetch(self._url)
+            body = await self._fetcher.fetch(self.url)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every failure counts; the loop goes on

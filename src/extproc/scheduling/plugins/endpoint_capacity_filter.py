@@ -55,10 +55,7 @@ def factory(name: str, params: Fields, handle: PluginHandle) -> EndpointCapacity
         assert limit is not None
         return EndpointCapacityFilter(name, limit)
     where = f"{params.where}.staticConfig"
-    found = _policy_limit(load_static_config(Path(path)))
-    if found is None:
-        raise ConfigError(f"{where}: {path} has no BackendTrafficPolicy for the pool")
-    plugin = EndpointCapacityFilter(name, found)
+    plugin = EndpointCapacityFilter(name, POLICY_UNLIMITED)
 
     def follow(config: StaticConfig) -> None:
         new_limit = _policy_limit(config)
@@ -68,7 +65,13 @@ def factory(name: str, params: Fields, handle: PluginHandle) -> EndpointCapacity
             log.info("capacity_limit_changed", plugin=name, old=plugin.limit, new=new_limit)
             plugin.limit = new_limit
 
+    # Watch first: the watcher's baseline is the file before our read, so an edit landing
+    # between the two is still seen.
     handle.watch_static_config(Path(path), follow)
+    found = _policy_limit(load_static_config(Path(path)))
+    if found is None:
+        raise ConfigError(f"{where}: {path} has no BackendTrafficPolicy for the pool")
+    plugin.limit = found
     return plugin
 
 
