@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from extproc.envoyconf.bootstrap import BootstrapParams, render_bootstrap
+from extproc.envoyconf.bootstrap import BootstrapParams, build_bootstrap, render_bootstrap
 from extproc.stack.stack import envoy_binary, scenario_documents
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +56,16 @@ def test_kubernetes_standalone_bootstrap_validates(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_route_allows_silent_completions_as_long_as_its_timeout() -> None:
+    # Without a route idle timeout Envoy's default stream idle timeout (300 s) ends a
+    # non-streaming completion that sends nothing until it is done: measured on Envoy 1.40, a
+    # 310 s answer got `504 stream timeout` at 300 s under the 600 s route timeout.
+    config = build_bootstrap(BootstrapParams(route_timeout_s=900))
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    (route,) = hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    assert route["route"]["timeout"] == route["route"]["idle_timeout"] == "900s"
 
 
 def test_shipped_files_match_the_builder() -> None:

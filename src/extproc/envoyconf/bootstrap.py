@@ -117,7 +117,10 @@ def render_bootstrap(p: BootstrapParams, header: str = "") -> str:
 
 
 def _routes(p: BootstrapParams) -> list[dict[str, Any]]:
-    action = {"cluster": POOL_CLUSTER, "timeout": f"{p.route_timeout_s}s"}
+    # The idle timeout too: Envoy's default stream idle timeout (300 s) would end a completion
+    # that sends nothing until it is done (`stream: false`) long before the route's timeout.
+    timeout = f"{p.route_timeout_s}s"
+    action = {"cluster": POOL_CLUSTER, "timeout": timeout, "idle_timeout": timeout}
     return [{"match": {"prefix": "/"}, "route": action}]
 
 

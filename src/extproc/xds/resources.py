@@ -164,7 +164,10 @@ def route_configuration(
 ) -> RouteConfiguration:
     """Every request to the mode's cluster(s); the ext_proc filter may let requests through
     without the picker (`failure_mode_allow`) only where the cluster can balance on its own."""
-    action = RouteAction(timeout=datetime.timedelta(seconds=timeout_s))
+    # The idle timeout too (see `extproc.envoyconf.bootstrap._routes`): Envoy's default of 300 s
+    # would end a silent non-streaming completion before the route's timeout.
+    limit = datetime.timedelta(seconds=timeout_s)
+    action = RouteAction(timeout=limit, idle_timeout=limit)
     if mode == "per-endpoint":
         action.cluster_header = DESTINATION_HEADER  # chosen again after the picker's answer
     else:

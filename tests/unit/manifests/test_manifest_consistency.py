@@ -332,7 +332,8 @@ def test_ext_proc_policy_calls_the_picker_service() -> None:
     assert backend["name"] == _service()["metadata"]["name"]
     assert backend["port"] == service_port(_service(), "grpc")["port"]
     assert ext_proc["processingMode"]["request"] == {"body": "Buffered"}
-    assert "response" in ext_proc["processingMode"]
+    # The response body through the picker: usage metrics and the step clock need it.
+    assert ext_proc["processingMode"]["response"] == {"body": "Streamed"}
     assert ext_proc["messageTimeout"] == "5s"
 
 

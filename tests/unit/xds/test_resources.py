@@ -143,6 +143,8 @@ def test_every_mode_serves_the_listeners_route(
     assert route.route is not None
     assert (route.route.cluster, route.route.cluster_header) == (cluster, header)
     assert route.route.timeout == datetime.timedelta(seconds=600)
+    # A silent non-streaming completion must not meet Envoy's 300 s stream idle timeout first.
+    assert route.route.idle_timeout == datetime.timedelta(seconds=600)
 
 
 @pytest.mark.parametrize(
@@ -170,3 +172,4 @@ def test_the_route_timeout_is_configurable() -> None:
     resources = build_resources(make_config("10.0.0.1:8000"), "pool", route_timeout_s=3600)
     (route,) = _route(resources).virtual_hosts[0].routes
     assert route.route is not None and route.route.timeout == datetime.timedelta(hours=1)
+    assert route.route.idle_timeout == datetime.timedelta(hours=1)
