@@ -75,6 +75,16 @@ async def until(predicate: Callable[[], bool], within: float = 5.0) -> bool:
     return predicate()
 
 
+def _serving_app(path: Path, scrape: ScrapeConfig) -> PickerApp:
+    """A picker on free loopback ports following `path` every 50 ms, not yet loaded."""
+    return PickerApp(
+        ServeConfig(
+            static_config=path, host="127.0.0.1", grpc_port=0, grpc_health_port=0,
+            metrics_port=0, config_poll_interval=0.05, drain_seconds=0, scrape=scrape,
+        )
+    )  # fmt: skip
+
+
 def _ready_pods(app: PickerApp) -> dict[str, float]:
     out = {}
     for family in app.metrics.registry.collect():
@@ -184,18 +194,7 @@ async def test_pool_rename_with_scraping_leaves_no_old_series(tmp_path: Path) ->
     at start-up), next to the gauge loop's pool-b series."""
     path = tmp_path / "picker.yaml"
     path.write_text(config_text(pool="pool-a", eps=("127.0.0.1:1", "127.0.0.1:2")))
-    app = PickerApp(
-        ServeConfig(
-            static_config=path,
-            host="127.0.0.1",
-            grpc_port=0,
-            grpc_health_port=0,
-            metrics_port=0,
-            config_poll_interval=0.05,
-            drain_seconds=0,
-            scrape=ScrapeConfig(interval=0.05, gauge_interval=0.05),
-        )
-    )
+    app = _serving_app(path, ScrapeConfig(interval=0.05, gauge_interval=0.05))
     app.load()
     stop = asyncio.Event()
     task = asyncio.create_task(app.run(stop))
@@ -251,18 +250,7 @@ async def test_removed_endpoint_scrape_connection_is_closed(tmp_path: Path) -> N
     other_port = other.sockets[0].getsockname()[1]
     path = tmp_path / "picker.yaml"
     path.write_text(config_text(eps=(f"127.0.0.1:{port}", f"127.0.0.1:{other_port}")))
-    app = PickerApp(
-        ServeConfig(
-            static_config=path,
-            host="127.0.0.1",
-            grpc_port=0,
-            grpc_health_port=0,
-            metrics_port=0,
-            config_poll_interval=0.05,
-            drain_seconds=0,
-            scrape=ScrapeConfig(interval=0.02),
-        )
-    )
+    app = _serving_app(path, ScrapeConfig(interval=0.02))
     app.load()
     stop = asyncio.Event()
     task = asyncio.create_task(app.run(stop))
