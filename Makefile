@@ -59,7 +59,7 @@ verify: $(STAMP) ## Regenerate generated files (fail on drift), lint, type-check
 	$(MAKE) test
 
 .PHONY: bench
-bench: bench-overhead bench-sim bench-scheduling bench-routing ## Run all benchmarks (results in BENCHMARKS.md)
+bench: bench-overhead bench-sim bench-scheduling bench-routing bench-routing-bound ## Run all benchmarks (results in BENCHMARKS.md)
 
 .PHONY: bench-overhead
 bench-overhead: $(STAMP) ## Envoy direct vs Envoy + picker: latency and throughput (uses wrk)
@@ -74,6 +74,10 @@ bench-scheduling: $(STAMP) ## Scheduling cycle time at 10/100/1,000 endpoints; s
 .PHONY: bench-routing
 bench-routing: $(STAMP) ## Routing quality on a simulated fleet: round-robin vs the picker's policies
 	$(BIN)/python -m bench.routing
+
+.PHONY: bench-routing-bound
+bench-routing-bound: $(STAMP) ## What a router with perfect information reaches on bench-routing's workload (offline)
+	$(BIN)/python -m bench.routing_bound
 
 .PHONY: bench-sim
 bench-sim: $(STAMP) ## Simulator fidelity under load: simulated vs achieved token rate

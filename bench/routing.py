@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import machine, process_cpu_seconds, replace_section
+from bench.common import machine, percentile, process_cpu_seconds, replace_section
 from bench.routing_policies import make_stack, policy_configs
 from bench.routing_report import (
     PODS,
@@ -228,14 +228,6 @@ class Cell:
         return self.pods.get("vllm:prefix_cache_hits_total", 0.0) / queries if queries else 0.0
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile; NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
-
-
 def run_cell(
     name: str, policy: dict[str, Any], load: float, capacity: float, requests: list[BenchRequest],
     speed: float, workdir: Path, warmup: int,
@@ -398,14 +390,15 @@ def main() -> int:
             {**{k: v for k, v in asdict(c).items() if k != "outcomes"},
              "outcomes": [asdict(o) for o in c.outcomes]} for c in cells]))  # fmt: skip
     ideals = {seed: [ideal_ttft_s(r) for r in build(total, 1.0, seed)] for seed in runs}
-    floors = {seed: percentile(ideal[args.warmup :], 90) for seed, ideal in ideals.items()}
+    measured_floors = {seed: ideal[args.warmup :] for seed, ideal in ideals.items()}
+    floors = {seed: percentile(each, 90) for seed, each in measured_floors.items()}
     over_goal = over_goal_table(runs, load, ideals, NO_SHARED_PREFIX)
     floor_p90 = floors[args.seed]
     result, checks_text = table(cells), cpu_table(cells)
     target_text, met = targets(runs)
     print(f"\ncapacity {capacity:.2f} req/s (simulated); run took {elapsed:.0f} s; "
           f"routing-independent TTFT floor p90 {fmt_ms(floor_p90)} ms\n")  # fmt: skip
-    print(result + "\n\n" + checks_text + "\n\n" + seeds_table(runs, load, floors) + "\n\n"
+    print(result + "\n\n" + checks_text + "\n\n" + seeds_table(runs, load, measured_floors) + "\n\n"
           + over_goal + "\n\n" + target_text)  # fmt: skip
     if args.no_write:
         return 0
@@ -452,9 +445,9 @@ Routing-independent floor: on an idle pod that already holds the request's share
 
 Targets (issue 4): {"all met" if met else "NOT all met"}. A p90 of {args.requests} requests moves by about ±10% between identical runs, so the target ratios are medians over {len(runs)} workload seed(s) (another request mix and arrival sequence from the same tenants), each ratio taken between cells of the same run at {load:.0%}:
 
-{seeds_table(runs, load, floors)}
+{seeds_table(runs, load, measured_floors)}
 
-The last two columns bound what routing can do on each seed: "floor / `{TARGETS[-1][0]}`" is the ratio a router would score if every request met its routing-independent floor (an idle pod already holding its prefix and adapter, no wait for a step in progress).
+The floor columns bound what routing can do on each seed: "floor / `{TARGETS[-1][0]}`" is the ratio a router would score if every request met its routing-independent floor (an idle pod already holding its prefix and adapter, no wait for a step in progress); "above the floor" divides the part of `default`'s p90 that routing can still change (its p90 minus the floor's) by the same part of `{TARGETS[-1][0]}`'s. The pooled row takes one p90 over the requests of every seed.
 
 What keeps `default` above the goal, per seed: its measured requests slower than {TARGETS[-1][1]:g}x `{TARGETS[-1][0]}`'s p90, by cause (a p90 under the goal allows 10% of them above it). "Floor above": no router can bring them under the goal (prompts without a shared prefix whose prefill alone takes longer); "no shared prefix, waited": under it on an idle pod, over it after waiting for a step in progress or other prefills; "shared prefix": requests with a shared prefix, stuck behind a long prefill on their prefix pod, sent to a cold pod, or waiting for an adapter.
 

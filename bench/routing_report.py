@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.common import markdown_table
+from bench.common import markdown_table, percentile
 
 if TYPE_CHECKING:
     from bench.routing import Calibration, Cell
@@ -152,27 +152,52 @@ def ratio_table(cells: list[Cell]) -> str:
     )
 
 
-def seeds_table(runs: dict[int, list[Cell]], load: float, floors: dict[int, float]) -> str:
+def seeds_table(runs: dict[int, list[Cell]], load: float, floors: dict[int, list[float]]) -> str:
     """p90 TTFT of the target policies per workload seed at the target load, with the seed's
-    routing-independent floor and the ratio a router that reached it would score."""
+    routing-independent floor, the ratio a router that reached it would score, and how far
+    above the floor `default` lands relative to the reference. With several seeds, a last row
+    pools their requests (one p90 over all of them: steadier than any one seed's).
+
+    `floors[seed]` holds the floor of each measured request (simulated seconds)."""
     policies = [p for p, _ in TARGETS]
-    rows = []
-    for seed, cells in runs.items():
-        d = _cell(cells, "default", load)
-        row: list[object] = [seed, fmt_ms(d.pct("ttft_s", 90)) if d else "–"]
-        for other in policies:
-            o = _cell(cells, other, load)
-            row.append(fmt_ms(o.pct("ttft_s", 90)) if o else "–")
-            row.append(f"{d.pct('ttft_s', 90) / o.pct('ttft_s', 90):.2f}x" if d and o else "–")
-        floor, last = floors[seed], _cell(cells, policies[-1], load)
-        row.append(fmt_ms(floor))
-        row.append(f"{floor / last.pct('ttft_s', 90):.2f}x" if last else "–")
-        rows.append(row)
+    reference = policies[-1]
+    rows = [
+        _seed_row(str(seed), {c.policy: _ttfts(c) for c in cells if c.load == load}, floors[seed])
+        for seed, cells in runs.items()
+    ]
+    if len(runs) > 1:
+        pooled: dict[str, list[float]] = {}
+        for cells in runs.values():
+            for c in cells:
+                if c.load == load:
+                    pooled.setdefault(c.policy, []).extend(_ttfts(c))
+        every_floor = [f for each in floors.values() for f in each]
+        rows.append(_seed_row(f"{len(runs)} seeds pooled", pooled, every_floor))
     header = ["workload seed", "`default` p90 ms"]
     for other in policies:
         header += [f"`{other}` p90 ms", "ratio"]
-    header += ["floor p90 ms", f"floor / `{policies[-1]}`"]
+    header += ["floor p90 ms", f"floor / `{reference}`",
+               f"above the floor: `default` / `{reference}`"]  # fmt: skip
     return markdown_table(header, rows)
+
+
+def _ttfts(cell: Cell) -> list[float]:
+    return [o.ttft_s * cell.speed for o in cell.ok() if o.ttft_s is not None]
+
+
+def _seed_row(label: str, ttfts: dict[str, list[float]], floors: list[float]) -> list[object]:
+    p90 = {policy: percentile(values, 90) for policy, values in ttfts.items()}
+    d = p90.get("default")
+    row: list[object] = [label, fmt_ms(d) if d is not None else "–"]
+    for other, _ in TARGETS:
+        o = p90.get(other)
+        row.append(fmt_ms(o) if o is not None else "–")
+        row.append(f"{d / o:.2f}x" if d is not None and o is not None else "–")
+    floor, ref = percentile(floors, 90), p90.get(TARGETS[-1][0])
+    row.append(fmt_ms(floor))
+    row.append(f"{floor / ref:.2f}x" if ref is not None else "–")
+    row.append(f"{(d - floor) / (ref - floor):.2f}x" if d is not None and ref is not None else "–")
+    return row
 
 
 def over_goal_table(
