@@ -78,6 +78,72 @@ def test_an_endpoint_mid_step_costs_the_rest_of_the_step() -> None:
     assert plain.score(ctx) == pytest.approx([2048 / (2048 + 100)] * 2)
 
 
+@pytest.mark.parametrize(
+    ("target", "loras", "expected_tokens"),
+    [
+        # Active on `b` only (running there, or waiting): `a` must load it first.
+        ("sql-lora", ({}, {"running": ["sql-lora"]}), (100 + 400, 100)),
+        ("sql-lora", ({}, {"waiting": ["sql-lora"]}), (100 + 400, 100)),
+        # Active nowhere, or the base model: every endpoint would pay alike, so none does.
+        ("sql-lora", ({"running": ["tweet"]}, {}), (100, 100)),
+        ("base", ({"running": ["sql-lora"]}, {}), (100, 100)),
+    ],
+)
+def test_lora_load_tokens_charge_endpoints_without_the_adapter_active(
+    target: str, loras: tuple[dict[str, list[str]], ...], expected_tokens: tuple[int, int]
+) -> None:
+    prefix = PrefixCacheScorer(
+        "prefix-cache-scorer", block_chars=64, max_blocks=256, capacity=10_000, chars_per_token=4
+    )
+    scorer = prefill_scorer.PrefillScorer(
+        "prefill-scorer", half_score=2048, prefix=prefix, lora_load_tokens=400
+    )
+    pods = [
+        make_endpoint(name, loras=each.get("running", ()), waiting_loras=each.get("waiting", ()),
+                      max_lora=4)
+        for name, each in zip("ab", loras, strict=True)
+    ]  # fmt: skip
+    ctx = make_context(pods, make_request(target=target, prompt="p" * 400))  # 100 tokens
+    ctx.prefill = [0, 0]
+    assert scorer.score(ctx) == pytest.approx([2048 / (2048 + t) for t in expected_tokens])
+    # The charge steers the choice only; the pending prefill recorded after the pick is the
+    # prompt alone.
+    scorer.post_pick(ctx.request, ctx.state, pods[0].endpoint, pods[0].metrics)
+    assert ctx.state["prefill_tokens"] == 100
+
+
+def test_inflight_tokens_charge_each_request_in_flight() -> None:
+    prefix = PrefixCacheScorer(
+        "prefix-cache-scorer", block_chars=64, max_blocks=256, capacity=10_000, chars_per_token=4
+    )
+    scorer = prefill_scorer.PrefillScorer(
+        "prefill-scorer", half_score=2048, prefix=prefix, inflight_tokens=100
+    )
+    pods = [make_endpoint("a", inflight=3), make_endpoint("b", inflight=0)]
+    ctx = make_context(pods, make_request(prompt="p" * 400))  # 100 tokens
+    ctx.prefill = [0, 500]
+    # `a`: 100 + 3 x 100; `b`: 100 + 500 pending.
+    assert scorer.score(ctx) == pytest.approx([2048 / (2048 + 400), 2048 / (2048 + 600)])
+
+
+def test_queued_tokens_charge_only_the_scraped_queue_beyond_this_pickers_requests() -> None:
+    prefix = PrefixCacheScorer(
+        "prefix-cache-scorer", block_chars=64, max_blocks=256, capacity=10_000, chars_per_token=4
+    )
+    scorer = prefill_scorer.PrefillScorer(
+        "prefill-scorer", half_score=2048, prefix=prefix, queued_tokens=500
+    )
+    pods = [
+        make_endpoint("restarted", waiting=4, inflight=0),  # 4 waiting this picker never saw
+        make_endpoint("own", waiting=4, inflight=6),  # the queue is this picker's own requests
+        make_endpoint("partly", waiting=4, inflight=1),
+    ]
+    ctx = make_context(pods, make_request(prompt="p" * 400))  # 100 tokens
+    ctx.prefill = [0, 0, 0]
+    expected = [100 + 4 * 500, 100, 100 + 3 * 500]
+    assert scorer.score(ctx) == pytest.approx([2048 / (2048 + t) for t in expected])
+
+
 def test_post_pick_leaves_the_estimate_and_the_scheduler_returns_it() -> None:
     pods = [make_endpoint("a"), make_endpoint("b")]
     scheduler, _ = make_scheduler(pods, "default")
@@ -111,6 +177,26 @@ def test_factory_reads_step_tokens_and_uses_the_handles_inflight() -> None:
     assert default.step_tokens == prefill_scorer.DEFAULT_STEP_TOKENS
     with pytest.raises(ConfigError, match="stepTokens"):
         prefill_scorer.factory("p", Fields({"stepTokens": -1}, "t"), handle)
+    assert default.lora_load_tokens == 0
+    assert (
+        prefill_scorer.factory("p", Fields({"loraLoadTokens": 400}, "t"), handle).lora_load_tokens
+        == 400
+    )
+    with pytest.raises(ConfigError, match="loraLoadTokens"):
+        prefill_scorer.factory("p", Fields({"loraLoadTokens": -1}, "t"), handle)
+    assert default.inflight_tokens == 0
+    assert (
+        prefill_scorer.factory("p", Fields({"inflightTokens": 64}, "t"), handle).inflight_tokens
+        == 64
+    )
+    with pytest.raises(ConfigError, match="inflightTokens"):
+        prefill_scorer.factory("p", Fields({"inflightTokens": -1}, "t"), handle)
+    assert default.queued_tokens == 0
+    assert (
+        prefill_scorer.factory("p", Fields({"queuedTokens": 512}, "t"), handle).queued_tokens == 512
+    )
+    with pytest.raises(ConfigError, match="queuedTokens"):
+        prefill_scorer.factory("p", Fields({"queuedTokens": -1}, "t"), handle)
 
 
 def test_factory_requires_a_declared_prefix_scorer() -> None:

@@ -51,3 +51,13 @@ def test_sheddable_429_when_all_over_thresholds_routed_when_one_is_not(profile: 
     picked = scheduler.pick(make_request(criticality="Sheddable")).primary.name
     # Admission lets it through; the scorers then choose freely (the tree keeps only "ok").
     assert picked == "ok" if profile == "legacy-v0.3" else picked in {"ok", "kv", "q"}
+
+
+def test_default_avoids_load_it_did_not_route() -> None:
+    """After a restart (or beside another picker) the picker's own counts are empty; the
+    scraped queues still steer it."""
+    pods = [make_endpoint("backlog", waiting=30, running=40, kv=0.9),
+            make_endpoint("light", waiting=0, running=5, kv=0.2)]  # fmt: skip
+    scheduler, _ = make_scheduler(pods, "default")
+    for _ in range(10):
+        assert scheduler.pick(make_request(criticality="Critical")).primary.name == "light"

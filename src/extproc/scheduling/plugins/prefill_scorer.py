@@ -19,11 +19,19 @@ DEFAULT_PREFIX_SCORER = "prefix-cache-scorer"
 # Prompt tokens whose prefill takes as long as one decode step: ~22 ms / 0.15 ms on an A10
 # with a 7B model, ~6 ms / 0.025 ms on an H100 (the simulator's profiles).
 DEFAULT_STEP_TOKENS = 150
+# Charged for an adapter that must be loaded first: off unless configured (an adapter load is
+# 60 ms ~ 400 prompt tokens in the simulator's A10 profile).
+DEFAULT_LORA_LOAD_TOKENS = 0
+# Charged per request in flight on the endpoint: off unless configured.
+DEFAULT_INFLIGHT_TOKENS = 0
+# Charged per request the endpoint's last scrape showed waiting beyond those this picker has
+# in flight there (another picker's, or from before a restart): off unless configured.
+DEFAULT_QUEUED_TOKENS = 0
 
 
 class PrefillScorer(Scorer, PostPick):
-    """Score ``K / (K + pending + own + S x wait)`` per endpoint, in tokens of prefill work
-    ahead of the request's first token.
+    """Score ``K / (K + pending + own + S x wait [+ optional terms])`` per endpoint, in tokens
+    of prefill work ahead of the request's first token.
 
     `pending` is what this picker already routed there and has not seen a first response byte
     for (`SchedulingContext.prefill`): exact and instantaneous, where a scraped queue length
@@ -34,7 +42,18 @@ class PrefillScorer(Scorer, PostPick):
     the picker relays; 0 when unknown or idle): a request arriving mid-step waits for the rest
     of it. ``S`` (`stepTokens`, 150) converts it: the prompt tokens whose prefill takes as long
     as one decode step (0 turns the term off). ``K`` (`halfScoreTokens`, 2,048, about one
-    chunked-prefill step) is the work at which the score halves.
+    chunked-prefill step) is the work at which the score halves. With `loraLoadTokens` ``L``
+    set, an endpoint where the requested LoRA adapter is neither running nor waiting (scraped
+    `vllm:lora_requests_info`) is charged ``L`` for loading it, when some other endpoint has it
+    active (where none has, every endpoint would pay alike). With `inflightTokens` ``I`` set,
+    each request this picker has in flight there adds ``I``: every running sequence lengthens
+    every engine step by its decode, so the charge trades a little time to first token for
+    shorter token intervals (end-to-end latency) on less crowded endpoints. With `queuedTokens`
+    ``Q`` set, each request the endpoint's last scrape showed waiting beyond those this picker
+    has in flight there adds ``Q``: load this picker did not route (another picker's, or
+    requests from before a restart) that the pending count cannot see. When every request
+    passes through this picker the scraped queue never exceeds its in-flight count, and the
+    term is 0.
 
     After the pick it leaves the primary's `own` in the cycle state; the picker adds it to the
     endpoint's pending prefill until the first response byte arrives.
@@ -43,7 +62,8 @@ class PrefillScorer(Scorer, PostPick):
     `response_body_mode: STREAMED`, as the shipped bootstraps set it). Where Envoy does not
     send the response body, `pending` lasts until the request ends and the step term is 0.
 
-    Parameters: `halfScoreTokens` (2048), `stepTokens` (150), `prefixScorer` (the
+    Parameters: `halfScoreTokens` (2048), `stepTokens` (150), `loraLoadTokens` (0: off),
+    `inflightTokens` (0: off), `queuedTokens` (0: off), `prefixScorer` (the
     prefix-cache-scorer plugin's name, `prefix-cache-scorer`; declared before this plugin).
     """
 
@@ -57,12 +77,18 @@ class PrefillScorer(Scorer, PostPick):
         half_score: int,
         prefix: PrefixCacheScorer,
         step_tokens: int = 0,
+        lora_load_tokens: int = 0,
+        inflight_tokens: int = 0,
+        queued_tokens: int = 0,
         inflight: InFlight | None = None,
     ) -> None:
         super().__init__(name)
         self.half_score = half_score
         self.prefix = prefix
         self.step_tokens = step_tokens
+        self.lora_load_tokens = lora_load_tokens
+        self.inflight_tokens = inflight_tokens
+        self.queued_tokens = queued_tokens
         self.inflight = inflight
 
     def dependencies(self) -> Sequence[Plugin]:
@@ -70,6 +96,10 @@ class PrefillScorer(Scorer, PostPick):
 
     def score(self, ctx: SchedulingContext) -> Sequence[float]:
         own = self.prefix.uncached_tokens(ctx.request, ctx.state, ctx.addresses)
+        if self.lora_load_tokens:
+            own = self._with_adapter_loads(ctx, own)
+        if self.inflight_tokens or self.queued_tokens:
+            own = self._with_requests(ctx, own)
         k = float(self.half_score)
         if self.step_tokens and self.inflight is not None:
             # One pass, with ``wait = max(0, (due - now) x inverse)`` folded in.
@@ -83,6 +113,21 @@ class PrefillScorer(Scorer, PostPick):
         if not any(ctx.prefill):  # nothing pending anywhere: the common idle case
             return [k / (k + o) for o in own]
         return [k / (k + p + o) for p, o in zip(ctx.prefill, own, strict=True)]
+
+    def _with_adapter_loads(self, ctx: SchedulingContext, own: list[int]) -> list[int]:
+        target = ctx.request.target_model
+        active = [target in m.running_loras or target in m.waiting_loras for m in ctx.metrics]
+        if not any(active):  # the base model, or an adapter active nowhere: no difference
+            return own
+        load = self.lora_load_tokens
+        return [o if a else o + load for o, a in zip(own, active, strict=True)]
+
+    def _with_requests(self, ctx: SchedulingContext, own: list[int]) -> list[int]:
+        per, queued = self.inflight_tokens, self.queued_tokens
+        return [
+            o + per * n + (queued * unseen if (unseen := m.waiting - n) > 0 else 0)
+            for o, n, m in zip(own, ctx.inflight, ctx.metrics, strict=True)
+        ]
 
     def post_pick(
         self,
@@ -108,5 +153,8 @@ def factory(name: str, params: Fields, handle: PluginHandle) -> PrefillScorer:
         half_score=params.integer("halfScoreTokens", DEFAULT_HALF_SCORE_TOKENS, lo=1),
         prefix=prefix,
         step_tokens=params.integer("stepTokens", DEFAULT_STEP_TOKENS, lo=0),
+        lora_load_tokens=params.integer("loraLoadTokens", DEFAULT_LORA_LOAD_TOKENS, lo=0),
+        inflight_tokens=params.integer("inflightTokens", DEFAULT_INFLIGHT_TOKENS, lo=0),
+        queued_tokens=params.integer("queuedTokens", DEFAULT_QUEUED_TOKENS, lo=0),
         inflight=handle.inflight,
     )
