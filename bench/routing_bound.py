@@ -10,7 +10,10 @@ costs that `extproc sim` runs) are stepped in simulated time through the seeded 
 - `oracle`: the pod where the request's first token comes soonest, found by stepping a copy
   of every pod forward with the request added (later arrivals unknown);
 - `oracle-pod`: the pod where the request adds the least first-token time, its own plus that
-  of the requests already waiting there.
+  of the requests already waiting there;
+- `estimate`: the `default` profile's estimate (prefill ahead, the rest of the step in
+  progress, an adapter load, a charge per request on the pod) computed from the exact state
+  instead of the picker's view of it.
 
 Greedy routing with perfect information is not optimal routing (it does not know the requests
 to come), but no picker working from scraped metrics knows more about the present. Its p90
@@ -36,7 +39,9 @@ from extproc.sim.request import SimRequest
 from extproc.stack.stack import SCENARIO_LORAS
 
 SECTION = "Routing bound: perfect information (make bench-routing-bound)"
-ROUTERS = ("round-robin", "oracle", "oracle-pod")
+ROUTERS = ("round-robin", "oracle", "oracle-pod", "estimate")
+# The `default` profile's charge per request on an endpoint (inflightTokens 100 x 0.15 ms).
+PER_REQUEST_S = 0.015
 # bench-routing's last calibrated capacity (BENCHMARKS.md), requests per simulated second.
 CAPACITY = 33.74
 MAX_LORAS = 4
@@ -97,6 +102,27 @@ class Pod:
         firsts = [r.first_token_time - t for r in pending if r.first_token_time is not None]
         return (firsts[-1] if req is not None else 0.0), sum(firsts)
 
+    def estimate_s(self, t: float, req: SimRequest) -> float:
+        """The `default` profile's estimate with exact inputs: the rest of a decode step in
+        progress, the prefill of every request ahead and of `req`'s uncached prompt, an
+        adapter load, and a charge per request already here."""
+        engine, kv = self.engine, self.engine.kv
+        rest = 0.0
+        if self.batch is not None and all(n == 1 for _, n in self.batch):
+            rest = self.step_end - t  # a long prefill step is counted in `ahead` instead
+        ahead = sum(max(0, r.prompt_len - r.num_computed) for r in engine.running)
+        ahead += sum(r.prompt_len for r in engine.waiting)
+        hits = kv.match_prefix(req.block_hashes[: (req.prompt_len - 1) // kv.block_size])
+        own = req.prompt_len - len(hits) * kv.block_size
+        load = 0.0
+        if req.adapter is not None and req.adapter not in engine.lora.loaded(t):
+            load = A10_7B.lora_load_ms / 1000
+        requests = len(engine.running) + len(engine.waiting)
+        return (
+            rest + (ahead + own) * A10_7B.prefill_token_us / 1e6 + load
+            + requests * PER_REQUEST_S
+        )  # fmt: skip
+
     def _start(self, now: float) -> None:
         batch, prefill_tokens, decode_seqs = self.engine.schedule(now)
         if batch:
@@ -141,6 +167,8 @@ def replay(requests: list[BenchRequest], router: str) -> list[float]:
             best = pods[req.index % PODS]
         elif router == "oracle":
             best = min(pods, key=lambda p: p.first_tokens(t, make())[0])
+        elif router == "estimate":
+            best = min(pods, key=lambda p: p.estimate_s(t, make()))
         elif router == "oracle-pod":
             best = min(
                 pods, key=lambda p: p.first_tokens(t, make())[1] - p.first_tokens(t, None)[1]
@@ -202,7 +230,7 @@ def main() -> int:
         f"""\
 Command: `make bench-routing-bound` (`.venv/bin/python -m bench.routing_bound`); {elapsed:.0f} s, one core, no processes or sockets.
 
-`bench-routing`'s workload at {args.load:.0%} of its capacity ({args.capacity:g} requests per simulated second), seeds {args.seeds}, the first {args.warmup} requests of each unmeasured, replayed on {PODS} copies of the simulator's engine model stepped in simulated time. Routers: `round-robin` (this replay's check against the round-robin cells measured through Envoy, e.g. seed 42's 1,265 ms p90 in the run recorded above; at 80% round-robin is close to its saturation, where its p90 swings between runs); `oracle`, the pod where the request's first token comes soonest, with every pod's exact state (stepping a copy of each pod forward with the request added); `oracle-pod`, the pod where it adds the least first-token time, its own plus that of the requests already waiting there. Greedy routing with perfect information does not know the requests to come, so it is not optimal routing, but no picker working from scraped metrics knows more about the present. "floor": every request on an idle pod holding its prefix and adapter. The replay has no Envoy, picker or scrape delays: its times are the engines' alone.
+`bench-routing`'s workload at {args.load:.0%} of its capacity ({args.capacity:g} requests per simulated second), seeds {args.seeds}, the first {args.warmup} requests of each unmeasured, replayed on {PODS} copies of the simulator's engine model stepped in simulated time. Routers: `round-robin` (this replay's check against the round-robin cells measured through Envoy, e.g. seed 42's 1,265 ms p90 in the run recorded above; at 80% round-robin is close to its saturation, where its p90 swings between runs); `oracle`, the pod where the request's first token comes soonest, with every pod's exact state (stepping a copy of each pod forward with the request added); `oracle-pod`, the pod where it adds the least first-token time, its own plus that of the requests already waiting there; `estimate`, the `default` profile's estimate (prefill ahead, the rest of a decode step in progress, an adapter load, 15 ms per request on the pod) from the exact state instead of the picker's view of it. The oracles are greedy: they do not know the requests to come, and they ignore what a choice costs later arrivals, so they are not optimal routing (the estimate, which spreads requests, does better than they do), but no picker working from scraped metrics knows more about the present. "floor": every request on an idle pod holding its prefix and adapter. The replay has no Envoy, picker or scrape delays: its times are the engines' alone.
 
 {p90s}
 

@@ -33,7 +33,7 @@ def test_the_oracle_sends_a_request_to_the_pod_holding_its_prefix() -> None:
     assert round_robin[1] > 2 * oracle[1]  # pod 1 is cold
 
 
-@pytest.mark.parametrize("router", ["round-robin", "oracle", "oracle-pod"])
+@pytest.mark.parametrize("router", ["round-robin", "oracle", "oracle-pod", "estimate"])
 def test_every_request_gets_a_first_token_under_load(router: str) -> None:
     requests = build(120, 40.0, 7)
     ttft = replay(requests, router)
