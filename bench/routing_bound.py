@@ -34,6 +34,7 @@ from bench.common import markdown_table, percentile, replace_section
 from bench.routing_report import PODS, fmt_ms
 from bench.routing_workload import BenchRequest, build, ideal_ttft_s
 from extproc.sim.engine import Engine, SimClock
+from extproc.sim.kvcache import KVCache
 from extproc.sim.profiles import A10_7B
 from extproc.sim.request import SimRequest
 from extproc.stack.stack import SCENARIO_LORAS
@@ -111,9 +112,8 @@ class Pod:
         if self.batch is not None and all(n == 1 for _, n in self.batch):
             rest = self.step_end - t  # a long prefill step is counted in `ahead` instead
         ahead = sum(max(0, r.prompt_len - r.num_computed) for r in engine.running)
-        ahead += sum(r.prompt_len for r in engine.waiting)
-        hits = kv.match_prefix(req.block_hashes[: (req.prompt_len - 1) // kv.block_size])
-        own = req.prompt_len - len(hits) * kv.block_size
+        ahead += sum(_uncached(kv, r) for r in engine.waiting)
+        own = _uncached(kv, req)
         load = 0.0
         if req.adapter is not None and req.adapter not in engine.lora.loaded(t):
             load = A10_7B.lora_load_ms / 1000
@@ -131,6 +131,12 @@ class Pod:
         else:
             self.batch = None
             self.now = now
+
+
+def _uncached(kv: KVCache, req: SimRequest) -> int:
+    """Prompt tokens `req` would prefill if admitted now (what the picker's pending counts)."""
+    hits = kv.match_prefix(req.block_hashes[: (req.prompt_len - 1) // kv.block_size])
+    return req.prompt_len - len(hits) * kv.block_size
 
 
 def _block_hashes(req: BenchRequest) -> list[int]:

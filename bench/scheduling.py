@@ -309,9 +309,10 @@ def main() -> None:
     body = (
         "Command: `make bench-scheduling` (`.venv/bin/python -m bench.scheduling`). Run "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.\n\n"
-        "Cycle: one `Scheduler.pick` with the shipped `default` profile (`prefill-scorer` with "
-        "its prefix index, adapter-load, in-flight and unseen-queue charges; max-score picker) "
-        "including admission, post-pick prefix-index update and the plugin/e2e histograms; 8 KB chat prompts (2 KB shared system prompt, 50 "
+        "Cycle: one `Scheduler.pick` with the shipped `default` profile (queue 2, KV 2, prefix 3, "
+        "prefill 3, in-flight 1, LoRA 1, max-score picker) including admission, post-pick "
+        "prefix-index "
+        "update and the plugin/e2e histograms; 8 KB chat prompts (2 KB shared system prompt, 50 "
         "conversations), prefix index warmed by 4 picks per endpoint, every endpoint with 0-4 "
         "requests in flight and a step clock (the worst case for the prefill scorer). Parser: "
         "best of 5 on a "

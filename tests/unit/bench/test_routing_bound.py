@@ -6,8 +6,10 @@ import dataclasses
 
 import pytest
 
-from bench.routing_bound import replay
+from bench.routing_bound import PER_REQUEST_S, Pod, replay
 from bench.routing_workload import BenchRequest, build, ideal_ttft_s
+from extproc.sim.profiles import A10_7B
+from extproc.sim.request import SimRequest
 
 
 def _spaced(requests: list[BenchRequest], gap_s: float) -> list[BenchRequest]:
@@ -44,3 +46,23 @@ def test_every_request_gets_a_first_token_under_load(router: str) -> None:
 def test_an_unknown_router_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown router"):
         replay(build(1, 1.0, 1), "fastest")
+
+
+def _sim(rid: str, hashes: list[int], prompt: int) -> SimRequest:
+    return SimRequest(request_id=rid, adapter=None, prompt_len=prompt, block_hashes=hashes,
+                      max_output=1, stop_reason="length", arrival_time=0.0)  # fmt: skip
+
+
+def test_the_estimate_counts_what_a_waiting_request_has_left_to_prefill() -> None:
+    bs = A10_7B.block_size
+    shared = list(range(1, 2048 // bs + 1))
+    pod = Pod()
+    pod.add(_sim("warm", shared, 2048), 0.0)
+    pod.advance(10.0)  # done; its blocks stay cached
+    pod.add(_sim("long", list(range(10_000, 10_000 + 2000 // bs)), 2000), 10.0)  # prefilling
+    cached = _sim("cached", shared, 2048)
+    pod.add(cached, 10.0)  # waits for the step in progress, 16 tokens left to prefill
+    assert list(pod.engine.waiting) == [cached]
+    tokens = 2000 + 16 + 15
+    expected = tokens * A10_7B.prefill_token_us / 1e6 + 2 * PER_REQUEST_S
+    assert pod.estimate_s(10.0, _sim("tiny", [], 15)) == pytest.approx(expected)

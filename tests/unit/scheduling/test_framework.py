@@ -157,7 +157,7 @@ def test_saturation_thresholds_configurable() -> None:
 
 
 def test_cycle_and_plugins_are_timed() -> None:
-    scheduler, h = make_scheduler(PODS, "reference-default")
+    scheduler, h = make_scheduler(PODS)
     scheduler.pick(make_request(prompt="x" * 200))
     text = generate_latest(h.metrics.registry).decode()
     assert "inference_extension_scheduler_e2e_duration_seconds_count 1.0" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -79,18 +80,24 @@ def test_an_endpoint_mid_step_costs_the_rest_of_the_step() -> None:
 
 
 @pytest.mark.parametrize(
-    ("target", "loras", "expected_tokens"),
+    ("target", "pods", "expected_tokens"),
     [
-        # Active on `b` only (running there, or waiting): `a` must load it first.
+        # Running on `b`: `a` must load it first (a free slot).
         ("sql-lora", ({}, {"running": ["sql-lora"]}), (100 + 400, 100)),
-        ("sql-lora", ({}, {"waiting": ["sql-lora"]}), (100 + 400, 100)),
-        # Active nowhere, or the base model: every endpoint would pay alike, so none does.
-        ("sql-lora", ({"running": ["tweet"]}, {}), (100, 100)),
-        ("base", ({"running": ["sql-lora"]}, {}), (100, 100)),
+        # Only waiting on `b`, whose slots are all taken: it waits for a slot, then loads.
+        ("sql-lora", ({}, {"running": ["w", "x", "y", "z"], "waiting": ["sql-lora"]}),
+         (100 + 400, 100 + 800)),
+        # Running nowhere: a load everywhere, after a free slot where all are taken.
+        ("sql-lora", ({"running": ["w", "x", "y", "z"]}, {"running": ["tweet"]}),
+         (100 + 800, 100 + 400)),
+        # The base model is charged alike: kept off endpoints whose slots adapters need.
+        ("base", ({"running": ["sql-lora"]}, {}), (100 + 400, 100 + 400)),
+        # No adapter slots reported (max_lora 0): nothing to tell endpoints apart.
+        ("sql-lora", ({"max_lora": 0}, {"max_lora": 0}), (100 + 400, 100 + 400)),
     ],
-)
-def test_lora_load_tokens_charge_endpoints_without_the_adapter_active(
-    target: str, loras: tuple[dict[str, list[str]], ...], expected_tokens: tuple[int, int]
+)  # fmt: skip
+def test_lora_load_tokens_charge_endpoints_without_the_adapter_running(
+    target: str, pods: tuple[dict[str, Any], ...], expected_tokens: tuple[int, int]
 ) -> None:
     prefix = PrefixCacheScorer(
         "prefix-cache-scorer", block_chars=64, max_blocks=256, capacity=10_000, chars_per_token=4
@@ -98,17 +105,17 @@ def test_lora_load_tokens_charge_endpoints_without_the_adapter_active(
     scorer = prefill_scorer.PrefillScorer(
         "prefill-scorer", half_score=2048, prefix=prefix, lora_load_tokens=400
     )
-    pods = [
+    endpoints = [
         make_endpoint(name, loras=each.get("running", ()), waiting_loras=each.get("waiting", ()),
-                      max_lora=4)
-        for name, each in zip("ab", loras, strict=True)
+                      max_lora=each.get("max_lora", 4))
+        for name, each in zip("ab", pods, strict=True)
     ]  # fmt: skip
-    ctx = make_context(pods, make_request(target=target, prompt="p" * 400))  # 100 tokens
+    ctx = make_context(endpoints, make_request(target=target, prompt="p" * 400))  # 100 tokens
     ctx.prefill = [0, 0]
     assert scorer.score(ctx) == pytest.approx([2048 / (2048 + t) for t in expected_tokens])
     # The charge steers the choice only; the pending prefill recorded after the pick is the
     # prompt alone.
-    scorer.post_pick(ctx.request, ctx.state, pods[0].endpoint, pods[0].metrics)
+    scorer.post_pick(ctx.request, ctx.state, endpoints[0].endpoint, endpoints[0].metrics)
     assert ctx.state["prefill_tokens"] == 100
 
 
@@ -124,24 +131,6 @@ def test_inflight_tokens_charge_each_request_in_flight() -> None:
     ctx.prefill = [0, 500]
     # `a`: 100 + 3 x 100; `b`: 100 + 500 pending.
     assert scorer.score(ctx) == pytest.approx([2048 / (2048 + 400), 2048 / (2048 + 600)])
-
-
-def test_queued_tokens_charge_only_the_scraped_queue_beyond_this_pickers_requests() -> None:
-    prefix = PrefixCacheScorer(
-        "prefix-cache-scorer", block_chars=64, max_blocks=256, capacity=10_000, chars_per_token=4
-    )
-    scorer = prefill_scorer.PrefillScorer(
-        "prefill-scorer", half_score=2048, prefix=prefix, queued_tokens=500
-    )
-    pods = [
-        make_endpoint("restarted", waiting=4, inflight=0),  # 4 waiting this picker never saw
-        make_endpoint("own", waiting=4, inflight=6),  # the queue is this picker's own requests
-        make_endpoint("partly", waiting=4, inflight=1),
-    ]
-    ctx = make_context(pods, make_request(prompt="p" * 400))  # 100 tokens
-    ctx.prefill = [0, 0, 0]
-    expected = [100 + 4 * 500, 100, 100 + 3 * 500]
-    assert scorer.score(ctx) == pytest.approx([2048 / (2048 + t) for t in expected])
 
 
 def test_post_pick_leaves_the_estimate_and_the_scheduler_returns_it() -> None:
@@ -191,12 +180,6 @@ def test_factory_reads_step_tokens_and_uses_the_handles_inflight() -> None:
     )
     with pytest.raises(ConfigError, match="inflightTokens"):
         prefill_scorer.factory("p", Fields({"inflightTokens": -1}, "t"), handle)
-    assert default.queued_tokens == 0
-    assert (
-        prefill_scorer.factory("p", Fields({"queuedTokens": 512}, "t"), handle).queued_tokens == 512
-    )
-    with pytest.raises(ConfigError, match="queuedTokens"):
-        prefill_scorer.factory("p", Fields({"queuedTokens": -1}, "t"), handle)
 
 
 def test_factory_requires_a_declared_prefix_scorer() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from extproc.errors import PoolSaturated
 
-from .builders import make_endpoint, make_request, make_scheduler
+from .builders import Pod, make_endpoint, make_request, make_scheduler
 
 PROFILES = ["default", "reference-default", "legacy-v0.3"]
 
@@ -53,11 +53,32 @@ def test_sheddable_429_when_all_over_thresholds_routed_when_one_is_not(profile: 
     assert picked == "ok" if profile == "legacy-v0.3" else picked in {"ok", "kv", "q"}
 
 
-def test_default_avoids_load_it_did_not_route() -> None:
-    """After a restart (or beside another picker) the picker's own counts are empty; the
-    scraped queues still steer it."""
-    pods = [make_endpoint("backlog", waiting=30, running=40, kv=0.9),
-            make_endpoint("light", waiting=0, running=5, kv=0.2)]  # fmt: skip
+# Load this picker did not route, KV pressure and adapter slots: what the scraped signals in
+# `default` are for (a profile on the picker's own counts alone fails every one of these).
+@pytest.mark.parametrize(
+    ("pods", "target", "winner"),
+    [
+        pytest.param([make_endpoint("backlog", waiting=30, running=40, kv=0.9),
+                      make_endpoint("light", running=5, kv=0.2)], None, "light",
+                     id="after-a-restart-queued"),
+        pytest.param([make_endpoint("busy", running=60, kv=0.95),
+                      make_endpoint("light", running=2, kv=0.05)], None, "light",
+                     id="after-a-restart-running"),
+        pytest.param([make_endpoint("busy", waiting=8, running=24, kv=0.7, inflight=16),
+                      make_endpoint("light", running=16, kv=0.4, inflight=16)], None, "light",
+                     id="another-pickers-queue"),
+        pytest.param([make_endpoint("thrashing", waiting=3, running=7, kv=0.99, inflight=10),
+                      make_endpoint("roomy", running=10, kv=0.3, inflight=10)], None, "roomy",
+                     id="kv-saturated"),
+        pytest.param([make_endpoint("full", loras=["a", "b", "c", "d"], max_lora=4),
+                      make_endpoint("free", max_lora=4)], "sql-lora", "free",
+                     id="adapter-needs-a-free-slot"),
+    ],
+)  # fmt: skip
+def test_default_weighs_what_its_own_counts_cannot_see(
+    pods: list[Pod], target: str | None, winner: str
+) -> None:
     scheduler, _ = make_scheduler(pods, "default")
+    request = make_request(target=target, criticality="Critical")
     for _ in range(10):
-        assert scheduler.pick(make_request(criticality="Critical")).primary.name == "light"
+        assert scheduler.pick(request).primary.name == winner

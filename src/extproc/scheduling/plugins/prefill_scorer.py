@@ -24,14 +24,11 @@ DEFAULT_STEP_TOKENS = 150
 DEFAULT_LORA_LOAD_TOKENS = 0
 # Charged per request in flight on the endpoint: off unless configured.
 DEFAULT_INFLIGHT_TOKENS = 0
-# Charged per request the endpoint's last scrape showed waiting beyond those this picker has
-# in flight there (another picker's, or from before a restart): off unless configured.
-DEFAULT_QUEUED_TOKENS = 0
 
 
 class PrefillScorer(Scorer, PostPick):
-    """Score ``K / (K + pending + own + S x wait [+ optional terms])`` per endpoint, in tokens
-    of prefill work ahead of the request's first token.
+    """Score ``K / (K + pending + own + S x wait)`` per endpoint (plus two optional terms), in
+    tokens of prefill work ahead of the request's first token.
 
     `pending` is what this picker already routed there and has not seen a first response byte
     for (`SchedulingContext.prefill`): exact and instantaneous, where a scraped queue length
@@ -42,18 +39,19 @@ class PrefillScorer(Scorer, PostPick):
     the picker relays; 0 when unknown or idle): a request arriving mid-step waits for the rest
     of it. ``S`` (`stepTokens`, 150) converts it: the prompt tokens whose prefill takes as long
     as one decode step (0 turns the term off). ``K`` (`halfScoreTokens`, 2,048, about one
-    chunked-prefill step) is the work at which the score halves. With `loraLoadTokens` ``L``
-    set, an endpoint where the requested LoRA adapter is neither running nor waiting (scraped
-    `vllm:lora_requests_info`) is charged ``L`` for loading it, when some other endpoint has it
-    active (where none has, every endpoint would pay alike). With `inflightTokens` ``I`` set,
+    chunked-prefill step) is the work at which the score halves.
+
+    Two optional terms, off by default. With `loraLoadTokens` ``L`` set, an endpoint where the
+    requested model is not among the running LoRA adapters (scraped `vllm:lora_requests_info`)
+    is charged ``L`` for loading it, and ``2L`` when all its adapter slots are taken (it waits
+    for one first); like the lora-affinity scorer, a base-model request is charged the same way,
+    which keeps it off endpoints whose slots adapters need. With `inflightTokens` ``I`` set,
     each request this picker has in flight there adds ``I``: every running sequence lengthens
     every engine step by its decode, so the charge trades a little time to first token for
-    shorter token intervals (end-to-end latency) on less crowded endpoints. With `queuedTokens`
-    ``Q`` set, each request the endpoint's last scrape showed waiting beyond those this picker
-    has in flight there adds ``Q``: load this picker did not route (another picker's, or
-    requests from before a restart) that the pending count cannot see. When every request
-    passes through this picker the scraped queue never exceeds its in-flight count, and the
-    term is 0.
+    shorter token intervals (end-to-end latency) on less crowded endpoints. Both read only what
+    this picker routed and the adapters; load it did not route (another active picker,
+    requests from before a restart) and KV-cache pressure are the queue and KV scorers' to
+    weigh.
 
     After the pick it leaves the primary's `own` in the cycle state; the picker adds it to the
     endpoint's pending prefill until the first response byte arrives.
@@ -63,8 +61,8 @@ class PrefillScorer(Scorer, PostPick):
     send the response body, `pending` lasts until the request ends and the step term is 0.
 
     Parameters: `halfScoreTokens` (2048), `stepTokens` (150), `loraLoadTokens` (0: off),
-    `inflightTokens` (0: off), `queuedTokens` (0: off), `prefixScorer` (the
-    prefix-cache-scorer plugin's name, `prefix-cache-scorer`; declared before this plugin).
+    `inflightTokens` (0: off), `prefixScorer` (the prefix-cache-scorer plugin's name,
+    `prefix-cache-scorer`; declared before this plugin).
     """
 
     plugin_type = "prefill-scorer"
@@ -79,7 +77,6 @@ class PrefillScorer(Scorer, PostPick):
         step_tokens: int = 0,
         lora_load_tokens: int = 0,
         inflight_tokens: int = 0,
-        queued_tokens: int = 0,
         inflight: InFlight | None = None,
     ) -> None:
         super().__init__(name)
@@ -88,7 +85,6 @@ class PrefillScorer(Scorer, PostPick):
         self.step_tokens = step_tokens
         self.lora_load_tokens = lora_load_tokens
         self.inflight_tokens = inflight_tokens
-        self.queued_tokens = queued_tokens
         self.inflight = inflight
 
     def dependencies(self) -> Sequence[Plugin]:
@@ -98,8 +94,9 @@ class PrefillScorer(Scorer, PostPick):
         own = self.prefix.uncached_tokens(ctx.request, ctx.state, ctx.addresses)
         if self.lora_load_tokens:
             own = self._with_adapter_loads(ctx, own)
-        if self.inflight_tokens or self.queued_tokens:
-            own = self._with_requests(ctx, own)
+        if self.inflight_tokens:
+            per = self.inflight_tokens
+            own = [o + per * n for o, n in zip(own, ctx.inflight, strict=True)]
         k = float(self.half_score)
         if self.step_tokens and self.inflight is not None:
             # One pass, with ``wait = max(0, (due - now) x inverse)`` folded in.
@@ -115,18 +112,14 @@ class PrefillScorer(Scorer, PostPick):
         return [k / (k + p + o) for p, o in zip(ctx.prefill, own, strict=True)]
 
     def _with_adapter_loads(self, ctx: SchedulingContext, own: list[int]) -> list[int]:
-        target = ctx.request.target_model
-        active = [target in m.running_loras or target in m.waiting_loras for m in ctx.metrics]
-        if not any(active):  # the base model, or an adapter active nowhere: no difference
-            return own
-        load = self.lora_load_tokens
-        return [o if a else o + load for o, a in zip(own, active, strict=True)]
-
-    def _with_requests(self, ctx: SchedulingContext, own: list[int]) -> list[int]:
-        per, queued = self.inflight_tokens, self.queued_tokens
+        target, load = ctx.request.target_model, self.lora_load_tokens
         return [
-            o + per * n + (queued * unseen if (unseen := m.waiting - n) > 0 else 0)
-            for o, n, m in zip(own, ctx.inflight, ctx.metrics, strict=True)
+            o
+            if target in m.running_loras
+            else o + load
+            if not m.max_lora or len(m.running_loras) < m.max_lora
+            else o + 2 * load
+            for o, m in zip(own, ctx.metrics, strict=True)
         ]
 
     def post_pick(
@@ -155,6 +148,5 @@ def factory(name: str, params: Fields, handle: PluginHandle) -> PrefillScorer:
         step_tokens=params.integer("stepTokens", DEFAULT_STEP_TOKENS, lo=0),
         lora_load_tokens=params.integer("loraLoadTokens", DEFAULT_LORA_LOAD_TOKENS, lo=0),
         inflight_tokens=params.integer("inflightTokens", DEFAULT_INFLIGHT_TOKENS, lo=0),
-        queued_tokens=params.integer("queuedTokens", DEFAULT_QUEUED_TOKENS, lo=0),
         inflight=handle.inflight,
     )
