@@ -99,7 +99,9 @@ async def test_a_conflict_on_its_own_renewal_does_not_make_the_leader_step_down(
     # Another field of the Lease was edited between our read and our write: 409. The Lease
     # still names us; stepping down would leave the Service without a Ready picker.
     api = gated.client(tmp_path, "token-a")
-    a = _elector(api, "a", 2.0)
+    # Renewals every 1.5 s against a 4 s deadline: room for a slow machine between the last
+    # good renewal, the conflict and the one after it.
+    a = _elector(api, "a", 6.0)
     changes: list[bool] = []
     a.on_change(lambda: changes.append(a.is_leader))
     try:
