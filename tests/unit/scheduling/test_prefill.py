@@ -22,14 +22,19 @@ SYSTEM = "You are a helpful assistant. " * 80  # ~2,300 characters shared by eve
 
 
 def _scorer(
-    half: int = 2048, *, step_tokens: int = 0, inflight: InFlight | None = None
+    half: int = 2048,
+    *,
+    step_tokens: int = 0,
+    inflight: InFlight | None = None,
+    lora_load_tokens: int = 0,
+    inflight_tokens: int = 0,
 ) -> tuple[prefill_scorer.PrefillScorer, PrefixCacheScorer]:
     prefix = PrefixCacheScorer(
         "prefix-cache-scorer", block_chars=64, max_blocks=256, capacity=10_000, chars_per_token=4
     )
     scorer = prefill_scorer.PrefillScorer(
         "prefill-scorer", half_score=half, prefix=prefix, step_tokens=step_tokens,
-        inflight=inflight,
+        lora_load_tokens=lora_load_tokens, inflight_tokens=inflight_tokens, inflight=inflight,
     )  # fmt: skip
     return scorer, prefix
 
@@ -99,12 +104,7 @@ def test_an_endpoint_mid_step_costs_the_rest_of_the_step() -> None:
 def test_lora_load_tokens_charge_endpoints_without_the_adapter_running(
     target: str, pods: tuple[dict[str, Any], ...], expected_tokens: tuple[int, int]
 ) -> None:
-    prefix = PrefixCacheScorer(
-        "prefix-cache-scorer", block_chars=64, max_blocks=256, capacity=10_000, chars_per_token=4
-    )
-    scorer = prefill_scorer.PrefillScorer(
-        "prefill-scorer", half_score=2048, prefix=prefix, lora_load_tokens=400
-    )
+    scorer, _ = _scorer(lora_load_tokens=400)
     endpoints = [
         make_endpoint(name, loras=each.get("running", ()), waiting_loras=each.get("waiting", ()),
                       max_lora=each.get("max_lora", 4))
@@ -120,12 +120,7 @@ def test_lora_load_tokens_charge_endpoints_without_the_adapter_running(
 
 
 def test_inflight_tokens_charge_each_request_in_flight() -> None:
-    prefix = PrefixCacheScorer(
-        "prefix-cache-scorer", block_chars=64, max_blocks=256, capacity=10_000, chars_per_token=4
-    )
-    scorer = prefill_scorer.PrefillScorer(
-        "prefill-scorer", half_score=2048, prefix=prefix, inflight_tokens=100
-    )
+    scorer, _ = _scorer(inflight_tokens=100)
     pods = [make_endpoint("a", inflight=3), make_endpoint("b", inflight=0)]
     ctx = make_context(pods, make_request(prompt="p" * 400))  # 100 tokens
     ctx.prefill = [0, 500]
@@ -166,20 +161,14 @@ def test_factory_reads_step_tokens_and_uses_the_handles_inflight() -> None:
     assert default.step_tokens == prefill_scorer.DEFAULT_STEP_TOKENS
     with pytest.raises(ConfigError, match="stepTokens"):
         prefill_scorer.factory("p", Fields({"stepTokens": -1}, "t"), handle)
-    assert default.lora_load_tokens == 0
-    assert (
-        prefill_scorer.factory("p", Fields({"loraLoadTokens": 400}, "t"), handle).lora_load_tokens
-        == 400
-    )
-    with pytest.raises(ConfigError, match="loraLoadTokens"):
-        prefill_scorer.factory("p", Fields({"loraLoadTokens": -1}, "t"), handle)
-    assert default.inflight_tokens == 0
-    assert (
-        prefill_scorer.factory("p", Fields({"inflightTokens": 64}, "t"), handle).inflight_tokens
-        == 64
-    )
-    with pytest.raises(ConfigError, match="inflightTokens"):
-        prefill_scorer.factory("p", Fields({"inflightTokens": -1}, "t"), handle)
+    for key, attr, value in (("loraLoadTokens", "lora_load_tokens", 400),
+                             ("inflightTokens", "inflight_tokens", 64)):  # fmt: skip
+        assert getattr(default, attr) == 0
+        assert (
+            getattr(prefill_scorer.factory("p", Fields({key: value}, "t"), handle), attr) == value
+        )
+        with pytest.raises(ConfigError, match=key):
+            prefill_scorer.factory("p", Fields({key: -1}, "t"), handle)
 
 
 def test_factory_requires_a_declared_prefix_scorer() -> None:
