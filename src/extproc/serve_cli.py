@@ -216,9 +216,24 @@ def register(sub: Any) -> None:
         help="model server whose metric names to scrape: vLLM, SGLang, or TensorRT-LLM "
         "(trtllm-serve or Triton's backend) (default: %(default)s)",
     )
+    p.add_argument(
+        "--metrics-path",
+        type=_metrics_path,
+        default="/metrics",
+        metavar="PATH",
+        help="HTTP path of each endpoint's Prometheus page; trtllm-serve serves it at "
+        "/prometheus/metrics (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for random tie-breaks")
     add_verbose_flag(p)
     p.set_defaults(handler=_run)
+
+
+def _metrics_path(text: str) -> str:
+    """An absolute URL path without spaces (it is put after the endpoint's host:port)."""
+    if not text.startswith("/") or any(c.isspace() for c in text) or "#" in text:
+        raise argparse.ArgumentTypeError(f"not an absolute URL path: {text!r}")
+    return text
 
 
 def _bool(text: str) -> bool:
@@ -305,7 +320,9 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         scheduler=args.config_file if args.config_file else args.profile,
         scheduling_profile=args.scheduling_profile,
-        scrape=ScrapeConfig(interval=args.refresh_metrics_interval, engine=args.engine),
+        scrape=ScrapeConfig(
+            interval=args.refresh_metrics_interval, engine=args.engine, path=args.metrics_path
+        ),
         metrics_staleness=args.metrics_staleness,
         kubernetes=kubernetes,
         secure_serving=secure_serving,

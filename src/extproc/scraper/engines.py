@@ -31,11 +31,16 @@ class MetricNames:
     num_blocks: tuple[str, ...] = ()
     prefix_queries: tuple[str, ...] = ()
     prefix_hits: tuple[str, ...] = ()
+    # Derived when none of the families above is present: waiting = total - running, and
+    # KV use = used / capacity (older servers export only the parts).
+    waiting_from: tuple[str, str] | None = None
+    kv_usage_from: tuple[str, str] | None = None
 
     def all_families(self) -> tuple[str, ...]:
         return (
             *self.waiting, *self.running, *self.kv_usage, *self.lora_info, *self.cache_config,
             *self.block_size, *self.num_blocks, *self.prefix_queries, *self.prefix_hits,
+            *(self.waiting_from or ()), *(self.kv_usage_from or ()),
         )  # fmt: skip
 
 
@@ -50,15 +55,23 @@ VLLM = MetricNames(
     prefix_hits=("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
 )
 
+# With priority scheduling the queue gauges also carry a per-priority breakdown of the
+# `priority=""` total: read the total where it exists. Newer SGLang exports the KV-cache
+# geometry as gauges; older releases as an info family's labels.
 SGLANG = MetricNames(
-    waiting=("sglang:num_queue_reqs",),
-    running=("sglang:num_running_reqs",),
+    waiting=('sglang:num_queue_reqs{priority=""}', "sglang:num_queue_reqs"),
+    running=('sglang:num_running_reqs{priority=""}', "sglang:num_running_reqs"),
     kv_usage=("sglang:token_usage",),
     cache_config=("sglang:cache_config_info",),
     cache_config_labels=("page_size", "num_pages"),
+    block_size=("sglang:page_size",),
+    num_blocks=("sglang:num_pages",),
 )
 
-# trtllm-serve's names first, then the Triton TensorRT-LLM backend's batch-manager gauges.
+# trtllm-serve's names first (its Prometheus page is at /prometheus/metrics: `--metrics-path`),
+# then the Triton TensorRT-LLM backend's batch-manager gauges. Backends built before `waiting`
+# and `fraction` existed export only their parts: active and scheduled requests, used and
+# max blocks.
 TRTLLM = MetricNames(
     waiting=("trtllm_num_requests_waiting", "nv_trt_llm_request_metrics{request_type=waiting}"),
     running=(
@@ -75,6 +88,14 @@ TRTLLM = MetricNames(
     ),
     num_blocks=(
         "trtllm_kv_cache_max_blocks",
+        "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=max}",
+    ),
+    waiting_from=(
+        "nv_trt_llm_request_metrics{request_type=active}",
+        "nv_trt_llm_request_metrics{request_type=scheduled}",
+    ),
+    kv_usage_from=(
+        "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=used}",
         "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=max}",
     ),
 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 from extproc.scraper.engines import MetricNames
 from extproc.scraper.snapshot import EndpointMetrics
@@ -156,6 +157,18 @@ def _split_list(value: str) -> frozenset[str]:
     return frozenset(part.strip() for part in value.split(",") if part.strip())
 
 
+def _derived(
+    page: bytes, names: tuple[str, str], combine: Callable[[float, float], float]
+) -> list[Sample]:
+    """One sample combining the sums of two families (empty when either is absent, or when
+    `combine` gives a negative value)."""
+    first, second = _first(page, names[:1]), _first(page, names[1:])
+    if not (first and second):
+        return []
+    value = combine(sum(v for _, v in first), sum(v for _, v in second))
+    return [(b"", value)] if value >= 0 else []
+
+
 def _gauge_int(samples: list[Sample]) -> int:
     """The first sample's value as a non-negative int (0 when absent)."""
     return max(0, int(samples[0][1])) if samples else 0
@@ -180,6 +193,10 @@ def parse_metrics(page: bytes | str, names: MetricNames, updated_at: float) -> E
     waiting = _first(text, names.waiting)
     running = _first(text, names.running)
     kv = _first(text, names.kv_usage)
+    if not waiting and names.waiting_from:
+        waiting = _derived(text, names.waiting_from, lambda total, part: total - part)
+    if not kv and names.kv_usage_from:
+        kv = _derived(text, names.kv_usage_from, lambda used, cap: used / cap if cap else -1.0)
     if not (waiting or running or kv):
         raise ParseError("no load metrics (waiting, running, KV use) on the page")
     running_loras: frozenset[str] = frozenset()

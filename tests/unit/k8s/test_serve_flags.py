@@ -91,3 +91,13 @@ def test_cert_path_with_tls_off_is_an_error() -> None:
 def test_source_flags_are_exclusive_and_required(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse(*argv)
+
+
+def test_metrics_path() -> None:
+    assert parse("--config", "f").metrics_path == "/metrics"
+    assert parse("--config", "f", "--metrics-path", "/prometheus/metrics").metrics_path == (
+        "/prometheus/metrics"
+    )
+    for bad in ("metrics", "/a b", "/m#x"):
+        with pytest.raises(SystemExit):
+            parse("--config", "f", "--metrics-path", bad)

@@ -68,6 +68,7 @@ async def server() -> AsyncIterator[tuple[FakeServer, int]]:
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/prometheus/metrics", metrics)  # trtllm-serve's path
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -231,3 +232,18 @@ async def test_scrape_health_is_exported_per_endpoint(server: tuple[FakeServer, 
     finally:
         await manager.stop()
     assert "extproc_endpoint_metrics_fresh{" not in exported()  # loops gone, series gone
+
+
+async def test_the_page_is_read_at_the_configured_path(server: tuple[FakeServer, int]) -> None:
+    _, port = server
+    a = Endpoint("a", "127.0.0.1", port)
+    store = MetricsStore()
+    config = dataclasses.replace(CONFIG, path="/prometheus/metrics")
+    manager = ScrapeManager(FakeSource((a,)), store, config=config)
+    await manager.start()
+    try:
+        await _until(lambda: store.get(a.address) is not None)
+        snapshot = store.get(a.address)
+        assert snapshot is not None and snapshot.waiting == 4
+    finally:
+        await manager.stop()
