@@ -34,6 +34,7 @@ SCENARIO_LORAS = tuple(
     for suffix in ("", "-1", "-2", "-3", "-4")
 )
 STARTUP_TIMEOUT = 30.0
+ENVOY_BIND_ATTEMPTS = 3
 
 
 def envoy_binary() -> str:
@@ -181,6 +182,20 @@ class LocalStack:
             self.picker = None
 
     def start_envoy(self) -> None:
+        # Ports picked free can be taken before Envoy binds them (an outgoing connection's
+        # ephemeral port, another test's listener): pick again when that is why Envoy exited.
+        for attempt in range(1, ENVOY_BIND_ATTEMPTS + 1):
+            try:
+                self._start_envoy_once()
+                return
+            except RuntimeError as exc:
+                if attempt == ENVOY_BIND_ATTEMPTS or "Address already in use" not in str(exc):
+                    raise
+                if self.envoy is not None:
+                    self.envoy.stop()
+                    self.envoy = None
+
+    def _start_envoy_once(self) -> None:
         cfg = self.config
         self.listen_port = cfg.listen_port or free_port()
         self.admin_port = free_port()
