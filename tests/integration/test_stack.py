@@ -32,3 +32,24 @@ def test_envoy_is_restarted_on_fresh_ports_when_a_picked_port_was_taken(
             assert stack.listen_port != busy
             with urllib.request.urlopen(f"{stack.admin_url}/ready", timeout=5) as ready:
                 assert ready.status == 200
+
+
+def test_only_a_port_clash_is_retried_and_only_so_often() -> None:
+    calls: list[int] = []
+
+    def clash() -> int:
+        calls.append(1)
+        raise RuntimeError("envoy exited:\ncannot bind '127.0.0.1:1': Address already in use")
+
+    with pytest.raises(RuntimeError, match="Address already in use"):
+        stack_module.retry_port_clash(clash, attempts=3)
+    assert len(calls) == 3
+
+    def other() -> int:
+        calls.append(1)
+        raise RuntimeError("envoy exited:\nbad config")
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="bad config"):
+        stack_module.retry_port_clash(other)
+    assert len(calls) == 1

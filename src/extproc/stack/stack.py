@@ -10,10 +10,11 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -35,6 +36,7 @@ SCENARIO_LORAS = tuple(
 )
 STARTUP_TIMEOUT = 30.0
 ENVOY_BIND_ATTEMPTS = 3
+T = TypeVar("T")
 
 
 def envoy_binary() -> str:
@@ -60,6 +62,20 @@ def wait_envoy_ready(
             pass
         time.sleep(0.05)
     raise RuntimeError(f"envoy not ready after {timeout}s:\n{envoy.tail()}")
+
+
+def retry_port_clash(start: Callable[[], T], attempts: int = ENVOY_BIND_ATTEMPTS) -> T:
+    """`start()` picks ports free and starts Envoy on them; a port picked free can be taken
+    before Envoy binds it (an outgoing connection's ephemeral port, another test's listener).
+    Call `start` again, with fresh ports, when that is why Envoy exited (its RuntimeError holds
+    Envoy's output)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except RuntimeError as exc:
+            if attempt == attempts or "Address already in use" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 def scenario_documents() -> list[dict[str, Any]]:
@@ -182,20 +198,12 @@ class LocalStack:
             self.picker = None
 
     def start_envoy(self) -> None:
-        # Ports picked free can be taken before Envoy binds them (an outgoing connection's
-        # ephemeral port, another test's listener): pick again when that is why Envoy exited.
-        for attempt in range(1, ENVOY_BIND_ATTEMPTS + 1):
-            try:
-                self._start_envoy_once()
-                return
-            except RuntimeError as exc:
-                if attempt == ENVOY_BIND_ATTEMPTS or "Address already in use" not in str(exc):
-                    raise
-                if self.envoy is not None:
-                    self.envoy.stop()
-                    self.envoy = None
+        retry_port_clash(self._start_envoy_once)
 
     def _start_envoy_once(self) -> None:
+        if self.envoy is not None:  # an earlier attempt's, exited
+            self.envoy.stop()
+            self.envoy = None
         cfg = self.config
         self.listen_port = cfg.listen_port or free_port()
         self.admin_port = free_port()

@@ -25,7 +25,12 @@ from extproc.endpoints import Endpoint, parse_address
 from extproc.envoyconf.ads import AdsBootstrapParams, ClusterMode, render_ads_bootstrap
 from extproc.envoyconf.bootstrap import BootstrapParams
 from extproc.stack.process import ManagedProcess, free_port
-from extproc.stack.stack import SCENARIO_MODEL, envoy_binary, scenario_documents
+from extproc.stack.stack import (
+    SCENARIO_MODEL,
+    envoy_binary,
+    retry_port_clash,
+    scenario_documents,
+)
 from tests.integration.httpclient import Response, chat, request
 from tests.integration.polling import wait_until
 
@@ -168,7 +173,7 @@ class XdsStack:
         self.pool["spec"]["extensionRef"]["failureMode"] = failure_mode
 
     def start_envoy(self) -> Envoy:
-        envoy = Envoy(
+        envoy = retry_port_clash(lambda: Envoy(
             self.dir / f"envoy-{len(self.envoys)}",
             AdsBootstrapParams(
                 base=BootstrapParams(
@@ -177,7 +182,7 @@ class XdsStack:
                 ),
                 cluster_mode=self.mode, xds_port=self.xds_port,
             ),
-        )  # fmt: skip
+        ))  # fmt: skip
         self.envoys.append(envoy.proc)
         return envoy
 
@@ -194,7 +199,11 @@ class Envoy:
             "--log-level", "warn",
         ]  # fmt: skip
         self.proc = ManagedProcess("envoy", argv, base.with_suffix(".log"))
-        wait_until(self._ready, STARTUP, "envoy ready")
+        try:
+            wait_until(self._ready, STARTUP, "envoy ready")
+        except BaseException:
+            self.proc.stop()
+            raise
 
     @property
     def url(self) -> str:

@@ -17,6 +17,7 @@ from extproc.envoyconf.ads import AdsBootstrapParams, ClusterMode
 from extproc.envoyconf.bootstrap import POOL_CLUSTER, BootstrapParams, CircuitBreaker
 from extproc.k8s.policies import POLICY_RESOURCE
 from extproc.stack.process import ManagedProcess, free_port
+from extproc.stack.stack import retry_port_clash
 from tests.integration.xds.harness import STARTUP, Envoy, wait_until
 from tests.unit.k8s.builders import POOL, make_pod, make_pool
 from tests.unit.k8s.fake_apiserver import FakeApiServer
@@ -74,7 +75,7 @@ class Stack:
         ]  # fmt: skip
         self.xds = ManagedProcess("xds", argv, self.dir / "xds.log")
         port = int(self.xds.wait_for(r"extproc xds serving xds=\S+:(\d+)", STARTUP).group(1))
-        self.envoy = Envoy(
+        self.envoy = retry_port_clash(lambda: Envoy(
             self.dir / "envoy",
             AdsBootstrapParams(
                 base=BootstrapParams(
@@ -83,7 +84,7 @@ class Stack:
                 ),
                 cluster_mode=self.mode, xds_port=port,
             ),
-        )  # fmt: skip
+        ))  # fmt: skip
         return self.envoy
 
     def stop(self) -> None:
