@@ -121,17 +121,23 @@ class LeaderElector:
 
     async def _run(self) -> None:
         s = self._settings
-        while True:
+        # `stop` cancels this task, and also sets `_stopping` first: Python 3.11's wait_for
+        # swallows a cancellation that arrives as the call it waits for completes, and the
+        # loop must end anyway.
+        while not self._stopping:
             limit = self._timeout() * 2 + 1
             if self.is_leader:  # a leader must know by its renew deadline
                 limit = min(
                     limit, max(0.01, self._last_renew + s.renew_deadline - time.monotonic())
                 )
             try:
-                held = await asyncio.wait_for(self._call(self._attempt), limit)
+                async with asyncio.timeout(limit):
+                    held = await self._call(self._attempt)
             except (ApiError, TimeoutError) as exc:
                 log.warning("lease_attempt_failed", lease=s.lease_name, error=str(exc))
                 held = None  # unknown: keep leading until the renew deadline
+            if self._stopping:
+                return
             now = time.monotonic()
             if held:
                 self._last_renew = now

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,4 +117,28 @@ async def test_a_conflict_on_its_own_renewal_does_not_make_the_leader_step_down(
         assert changes == [True]
     finally:
         await a.stop()
+        api.close()
+
+
+async def test_stop_ends_campaigning_when_a_round_finishes_as_it_is_cancelled(
+    gated: GatedApiServer, tmp_path: Path
+) -> None:
+    # Python 3.11's wait_for swallows a cancellation that arrives as the call it waits for
+    # completes; the campaign loop went on and `stop` (SIGTERM) waited for it forever.
+    api = gated.client(tmp_path, "token-a")
+    a = _elector(api, "a", 2.0)
+    round_done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    call = a._call
+
+    def attempt_waits_for_the_test(fn: Callable[[], object]) -> asyncio.Future[Any]:
+        return round_done if fn == a._attempt else call(fn)
+
+    a._call = attempt_waits_for_the_test  # type: ignore[method-assign]
+    try:
+        await a.start()
+        await asyncio.sleep(0.05)  # the campaign now waits for its round
+        round_done.set_result(True)  # the round finishes in the same loop iteration...
+        async with asyncio.timeout(5):
+            await a.stop()  # ...as stop cancels the campaign
+    finally:
         api.close()
