@@ -160,8 +160,11 @@ class Engine:
         if ready_at is not None:
             timeout = min(timeout, max(0.0, ready_at - now) / self.clock.speed)
         self._wake.clear()
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+        # arrives as the wake-up does, and `run` is stopped by cancelling it.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
 
     def schedule(self, now: float) -> tuple[list[tuple[SimRequest, int]], int, int]:
         """Pick this step's work: ``([(request, new tokens)], prefill tokens, decode seqs)``."""

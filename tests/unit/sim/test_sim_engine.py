@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from extproc.sim.profiles import A10_7B
@@ -204,3 +206,15 @@ async def test_run_loop_paces_steps_by_speed() -> None:
     modelled = engine.busy_sim_seconds / 20.0
     assert engine.steps == 40
     assert wall == pytest.approx(modelled, rel=0.3, abs=0.02)
+
+
+async def test_cancelling_an_idle_engine_stops_it_even_as_it_is_woken() -> None:
+    # Python 3.11's wait_for swallowed a cancellation arriving with the wake-up: `run`, which
+    # is stopped by cancelling it, went on.
+    engine = make_engine()
+    idle = asyncio.create_task(engine._idle_until_runnable(0.0))
+    await asyncio.sleep(0.01)
+    engine._wake.set()  # a request arrives...
+    idle.cancel()  # ...as the simulator shuts down
+    with pytest.raises(asyncio.CancelledError):
+        await idle
